@@ -1,0 +1,3 @@
+from musdpay.cli import main
+
+main()

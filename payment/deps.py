@@ -1,0 +1,96 @@
+"""FastAPI dependencies: the services' collaborators, read from the application's state."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment.core.config import Settings
+from payment.onramp.stripe_gateway import OnrampGateway
+
+__all__ = [
+    "AppState",
+    "ClientIpDep",
+    "FactoryDep",
+    "GatewayDep",
+    "Principal",
+    "PrincipalDep",
+    "SettingsDep",
+    "StateDep",
+]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    gateway: OnrampGateway | None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling. Until authentication lands every caller is anonymous; routes already depend on this."""
+
+    kind: str  # anonymous | wallet | api_key
+    subject: str  # wallet address or key id; "" when anonymous
+
+    @property
+    def idempotency_scope(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+    def may_see_client_secret(self, wallet_address: str) -> bool:
+        return self.kind == "wallet" and self.subject == wallet_address
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.musdpay
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+def get_factory(state: StateDep) -> sessionmaker[Session]:
+    return state.factory
+
+
+def get_gateway(state: StateDep) -> OnrampGateway | None:
+    return state.gateway
+
+
+def get_principal() -> Principal:
+    return Principal(kind="anonymous", subject="")
+
+
+def get_client_ip(request: Request, settings: Annotated[Settings, Depends(get_settings_dep)]) -> str | None:
+    """The buyer's IP for Stripe's fraud and country checks; X-Forwarded-For is trusted only behind our proxies."""
+    candidate = request.client.host if request.client else None
+    hops = settings.trusted_proxy_hops
+    forwarded = request.headers.get("x-forwarded-for")
+    if hops and forwarded:
+        chain = [part.strip() for part in forwarded.split(",") if part.strip()]
+        if len(chain) >= hops:
+            candidate = chain[-hops]
+    if candidate is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
+GatewayDep = Annotated[OnrampGateway | None, Depends(get_gateway)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+ClientIpDep = Annotated[str | None, Depends(get_client_ip)]

@@ -1,0 +1,37 @@
+"""Alembic environment: runs migrations on the engine handed over by payment.core.migrations."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Engine
+
+from payment.core.config import Settings
+from payment.core.db import Base, create_db_engine
+from payment.onramp import models as _onramp_models  # noqa: F401 - registers the tables
+from payment.webhooks import models as _webhook_models  # noqa: F401 - registers the tables
+
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    engine: Engine | None = context.config.attributes.get("engine")
+    owned = engine is None
+    if engine is None:
+        engine = create_db_engine(Settings())
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=connection.dialect.name == "sqlite",
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+            connection.commit()
+    finally:
+        if owned:
+            engine.dispose()
+
+
+run_migrations_online()

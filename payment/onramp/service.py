@@ -1,0 +1,476 @@
+"""Onramp sessions: create through Stripe, read, list, and apply Stripe's snapshots. Pure of HTTP.
+
+Creating a session spans two systems, so it is done in three steps that survive a crash at any line:
+
+1. a row in status ``creating`` is committed, holding a lease (``creation_started_at``) and the request;
+2. Stripe is asked to create the session with the idempotency key ``musdpay-<row id>``;
+3. the row takes Stripe's id, client secret and status.
+
+If Stripe refuses or cannot be reached, the row is deleted: no session looks alive that Stripe does not know.
+If the process dies between 2 and 3, the lease expires and the next request with the same Idempotency-Key, or
+the recovery sweep, repeats step 2 with the same key: Stripe answers with the session it already created.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment.core.config import Settings
+from payment.core.faults import crash_point
+from payment.core.problems import Conflict, FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
+from payment.onramp.models import OnrampSession, SessionStatusChange
+from payment.onramp.schemas import CreateSessionRequest, normalize_wallet_address
+from payment.onramp.status import SessionStatus, is_newer
+from payment.onramp.stripe_gateway import OnrampGateway
+
+__all__ = [
+    "CreateOutcome",
+    "SessionPage",
+    "Snapshot",
+    "apply_snapshot",
+    "create_session",
+    "get_session",
+    "list_sessions",
+    "parse_snapshot",
+    "recover_stale_creations",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+METADATA_KEY = "musdpay_session_id"
+MAX_PAGE = 100
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    session: OnrampSession
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    sessions: list[OnrampSession]
+    has_more: bool
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The parts of a Stripe `crypto.onramp_session` object that we keep."""
+
+    stripe_session_id: str
+    status: SessionStatus
+    client_secret: str | None
+    livemode: bool
+    our_session_id: str | None
+    transaction_id: str | None
+    destination_amount: Decimal | None
+    network_fee_amount: Decimal | None
+    transaction_fee_amount: Decimal | None
+
+
+# --- validation --------------------------------------------------------------------------------------------
+
+
+def _check_business_rules(request: CreateSessionRequest, settings: Settings) -> None:
+    errors: list[FieldError] = []
+    if request.source_amount < settings.min_source_amount:
+        errors.append(FieldError("body.sourceAmount", f"must be at least {settings.min_source_amount}", "too_small"))
+    if request.source_amount > settings.max_source_amount:
+        errors.append(FieldError("body.sourceAmount", f"must be at most {settings.max_source_amount}", "too_large"))
+    allow_lists = (
+        ("sourceCurrency", request.source_currency, settings.source_currencies),
+        ("destinationCurrency", request.destination_currency, settings.destination_currencies),
+        ("destinationNetwork", request.destination_network, settings.destination_networks),
+    )
+    for name, value, allowed in allow_lists:
+        if value not in allowed:
+            errors.append(FieldError(f"body.{name}", f"must be one of: {', '.join(allowed)}", "not_supported"))
+    if errors:
+        raise ValidationProblem(errors)
+
+
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def _fingerprint(request: CreateSessionRequest) -> str:
+    return _sha256(json.dumps(request.fingerprint_fields(), sort_keys=True))
+
+
+# --- creation ----------------------------------------------------------------------------------------------
+
+
+def create_session(
+    *,
+    factory: sessionmaker[Session],
+    gateway: OnrampGateway | None,
+    settings: Settings,
+    request: CreateSessionRequest,
+    idempotency_key: str | None,
+    scope: str,
+    customer_ip_address: str | None,
+    clock: Clock = utcnow,
+) -> CreateOutcome:
+    """Create an onramp session at Stripe and store it; replay it for a repeated Idempotency-Key."""
+    _check_business_rules(request, settings)
+    if gateway is None:
+        raise UpstreamProblem(503, "stripe-not-configured", "Stripe is not configured on this service.")
+    fingerprint = _fingerprint(request)
+    key_hash = _sha256(scope, idempotency_key) if idempotency_key is not None else None
+
+    row, lease = _claim_or_insert(factory, settings, request, fingerprint, key_hash, customer_ip_address, clock)
+    if lease is None:
+        return CreateOutcome(session=row, replayed=True)
+    session = _create_at_stripe(factory, gateway, settings, row, lease, source="api", clock=clock)
+    return CreateOutcome(session=session, replayed=False)
+
+
+def _claim_or_insert(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    request: CreateSessionRequest,
+    fingerprint: str,
+    key_hash: str | None,
+    customer_ip_address: str | None,
+    clock: Clock,
+) -> tuple[OnrampSession, datetime | None]:
+    """The row to create at Stripe with our lease on it, or (existing row, None) for an idempotent replay."""
+    for _attempt in range(3):
+        now = clock()
+        with factory() as db, db.begin():
+            if key_hash is not None:
+                existing = db.scalar(select(OnrampSession).where(OnrampSession.idempotency_key == key_hash))
+                if existing is not None:
+                    return _reuse(db, settings, existing, fingerprint, now)
+            row = OnrampSession(
+                id=str(uuid.uuid4()),
+                status=SessionStatus.creating.value,
+                livemode=False,
+                wallet_address=request.wallet_address,
+                source_amount=request.source_amount.quantize(Decimal("0.01")),
+                source_currency=request.source_currency,
+                destination_currency=request.destination_currency,
+                destination_network=request.destination_network,
+                customer_ip_address=customer_ip_address,
+                idempotency_key=key_hash,
+                request_fingerprint=fingerprint,
+                creation_started_at=now,
+                last_event_id="",
+                last_event_created=0,
+                created_at=now,
+                updated_at=now,
+            )
+            db.add(row)
+            try:
+                db.flush()
+            except IntegrityError:
+                # Another request inserted the same Idempotency-Key first: read theirs on the next pass.
+                db.rollback()
+                continue
+            return row, now
+    raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
+
+
+def _reuse(
+    db: Session, settings: Settings, existing: OnrampSession, fingerprint: str, now: datetime
+) -> tuple[OnrampSession, datetime | None]:
+    if existing.request_fingerprint != fingerprint:
+        raise Conflict(
+            "idempotency-key-reused",
+            "This Idempotency-Key was already used with a different request body.",
+        )
+    if existing.status != SessionStatus.creating.value:
+        return existing, None
+    started = existing.creation_started_at
+    lease = timedelta(seconds=settings.creation_lease_seconds)
+    if started is not None and now - started < lease:
+        raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
+    # The request that owned this row died: take over its lease and finish its work.
+    claimed = db.execute(
+        update(OnrampSession)
+        .where(OnrampSession.id == existing.id, OnrampSession.creation_started_at == started)
+        .values(creation_started_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
+    existing.creation_started_at = now
+    return existing, now
+
+
+def _stripe_params(row: OnrampSession, settings: Settings) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "wallet_addresses": {row.destination_network: row.wallet_address},
+        "source_amount": format(row.source_amount, "f"),
+        "source_currency": row.source_currency,
+        "destination_currency": row.destination_currency,
+        "destination_currencies": [row.destination_currency],
+        "destination_network": row.destination_network,
+        "destination_networks": [row.destination_network],
+        "lock_wallet_address": settings.lock_wallet_address,
+        "metadata": {METADATA_KEY: row.id},
+    }
+    if row.customer_ip_address:
+        params["customer_ip_address"] = row.customer_ip_address
+    return params
+
+
+def _create_at_stripe(
+    factory: sessionmaker[Session],
+    gateway: OnrampGateway,
+    settings: Settings,
+    row: OnrampSession,
+    lease: datetime,
+    *,
+    source: str,
+    clock: Clock,
+) -> OnrampSession:
+    crash_point(settings, "before_stripe_create")
+    try:
+        obj = gateway.create_session(_stripe_params(row, settings), idempotency_key=f"musdpay-{row.id}")
+        snapshot = parse_snapshot(obj)
+    except Problem:
+        _abandon(factory, row.id, lease)
+        raise
+    crash_point(settings, "after_stripe_create")
+    with factory() as db, db.begin():
+        current = db.get(OnrampSession, row.id, with_for_update=True)
+        if current is None:
+            # Deleted meanwhile (a competing attempt failed at Stripe): nothing of ours to attach to.
+            raise UpstreamProblem(503, "stripe-unavailable", "The session could not be created.", retry_after=1)
+        apply_snapshot(db, current, snapshot, position=(0, ""), source=source, event_id=None, now=clock())
+        current.creation_started_at = None
+    crash_point(settings, "after_commit")
+    return current
+
+
+def _abandon(factory: sessionmaker[Session], session_id: str, lease: datetime) -> None:
+    """Delete a row whose creation failed, unless another attempt has taken it over since."""
+    with factory() as db, db.begin():
+        db.execute(
+            delete(OnrampSession).where(
+                OnrampSession.id == session_id,
+                OnrampSession.status == SessionStatus.creating.value,
+                OnrampSession.creation_started_at == lease,
+            )
+        )
+
+
+def recover_stale_creations(
+    *,
+    factory: sessionmaker[Session],
+    gateway: OnrampGateway | None,
+    settings: Settings,
+    clock: Clock = utcnow,
+    limit: int = 50,
+) -> int:
+    """Finish creations whose request died (lease expired); returns how many were finished or abandoned."""
+    if gateway is None:
+        return 0
+    cutoff = clock() - timedelta(seconds=settings.creation_lease_seconds)
+    with factory() as db, db.begin():
+        stale = db.scalars(
+            select(OnrampSession)
+            .where(
+                OnrampSession.status == SessionStatus.creating.value,
+                OnrampSession.creation_started_at < cutoff,
+            )
+            .limit(limit)
+        ).all()
+    handled = 0
+    for row in stale:
+        now = clock()
+        with factory() as db, db.begin():
+            claimed = db.execute(
+                update(OnrampSession)
+                .where(
+                    OnrampSession.id == row.id,
+                    OnrampSession.status == SessionStatus.creating.value,
+                    OnrampSession.creation_started_at == row.creation_started_at,
+                )
+                .values(creation_started_at=now)
+            )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        handled += 1
+        try:
+            _create_at_stripe(factory, gateway, settings, row, now, source="recovery", clock=clock)
+        except Problem as problem:
+            log.warning("recovery of session %s abandoned: %s", row.id, problem.slug)
+    return handled
+
+
+# --- snapshots from Stripe ---------------------------------------------------------------------------------
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
+
+
+def parse_snapshot(obj: Any) -> Snapshot:
+    """Read a Stripe onramp session object; raises UpstreamProblem if it is not one."""
+    if not isinstance(obj, dict) or obj.get("object") != "crypto.onramp_session":
+        raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected object.")
+    try:
+        status = SessionStatus(str(obj.get("status")))
+    except ValueError as exc:
+        raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unknown session status.") from exc
+    if status is SessionStatus.creating:
+        raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unknown session status.")
+    details = obj.get("transaction_details") or {}
+    fees = details.get("fees") or {} if isinstance(details, dict) else {}
+    metadata = obj.get("metadata") or {}
+    tx_id = details.get("transaction_id") if isinstance(details, dict) else None
+    return Snapshot(
+        stripe_session_id=str(obj.get("id")),
+        status=status,
+        client_secret=obj.get("client_secret") if isinstance(obj.get("client_secret"), str) else None,
+        livemode=bool(obj.get("livemode", False)),
+        our_session_id=str(metadata[METADATA_KEY])
+        if isinstance(metadata, dict) and metadata.get(METADATA_KEY)
+        else None,
+        transaction_id=str(tx_id) if tx_id else None,
+        destination_amount=_decimal(details.get("destination_amount")) if isinstance(details, dict) else None,
+        network_fee_amount=_decimal(fees.get("network_fee_amount")) if isinstance(fees, dict) else None,
+        transaction_fee_amount=_decimal(fees.get("transaction_fee_amount")) if isinstance(fees, dict) else None,
+    )
+
+
+def apply_snapshot(
+    db: Session,
+    row: OnrampSession,
+    snapshot: Snapshot,
+    *,
+    position: tuple[int, str],
+    source: str,
+    event_id: str | None,
+    now: datetime,
+) -> bool:
+    """Apply Stripe's view of the session if it is newer than what we hold; True if anything changed.
+
+    `position` is (event created, event id); the API's own create response uses (0, "") so any event wins.
+    """
+    if row.stripe_session_id is None:
+        row.stripe_session_id = snapshot.stripe_session_id
+    if row.client_secret is None and snapshot.client_secret:
+        row.client_secret = snapshot.client_secret
+    current_status = SessionStatus(row.status)
+    current = (current_status, row.last_event_created, row.last_event_id)
+    candidate = (snapshot.status, position[0], position[1])
+    newer = current_status is SessionStatus.creating or is_newer(current, candidate)
+    # Transaction facts are filled from any snapshot, older ones included: which snapshot carried the hash
+    # first must not decide whether we know it. A newer snapshot overrides; none erases.
+    for name in ("transaction_id", "destination_amount", "network_fee_amount", "transaction_fee_amount"):
+        value = getattr(snapshot, name)
+        if value is not None and (newer or getattr(row, name) is None):
+            setattr(row, name, value)
+    if not newer:
+        return False
+    row.livemode = snapshot.livemode
+    row.last_event_created, row.last_event_id = position
+    if snapshot.status is not current_status:
+        db.add(
+            SessionStatusChange(
+                session_id=row.id,
+                from_status=current_status.value,
+                to_status=snapshot.status.value,
+                source=source,
+                event_id=event_id,
+                occurred_at=now,
+            )
+        )
+        row.status = snapshot.status.value
+    row.updated_at = now
+    return True
+
+
+# --- reads -------------------------------------------------------------------------------------------------
+
+
+def get_session(*, factory: sessionmaker[Session], session_id: str) -> OnrampSession:
+    with factory() as db:
+        row = db.get(OnrampSession, session_id)
+    if row is None:
+        raise NotFound(f"No onramp session with id {session_id!r}.")
+    return row
+
+
+def _encode_cursor(row: OnrampSession) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, session_id = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None or not isinstance(session_id, str):
+            raise ValueError("bad cursor")
+        return when.astimezone(UTC), session_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationProblem(
+            [FieldError("query.cursor", "is not a cursor returned by this API", "invalid_cursor")]
+        ) from exc
+
+
+def list_sessions(
+    *,
+    factory: sessionmaker[Session],
+    wallet_address: str | None,
+    status: SessionStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> SessionPage:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable while rows are added."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(OnrampSession).where(OnrampSession.status != SessionStatus.creating.value)
+    if wallet_address is not None:
+        try:
+            wallet = normalize_wallet_address(wallet_address)
+        except ValueError as exc:
+            raise ValidationProblem([FieldError("query.walletAddress", str(exc))]) from exc
+        query = query.where(OnrampSession.wallet_address == wallet)
+    if status is not None:
+        query = query.where(OnrampSession.status == status.value)
+    if cursor is not None:
+        created, session_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                OnrampSession.created_at < created,
+                and_(OnrampSession.created_at == created, OnrampSession.id < session_id),
+            )
+        )
+    query = query.order_by(OnrampSession.created_at.desc(), OnrampSession.id.desc()).limit(limit + 1)
+    with factory() as db:
+        rows = list(db.scalars(query).all())
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return SessionPage(
+        sessions=rows, has_more=has_more, next_cursor=_encode_cursor(rows[-1]) if has_more and rows else None
+    )

@@ -1,0 +1,117 @@
+"""Stripe Crypto Onramp through the official SDK, with its failures turned into domain problems.
+
+The SDK has no typed onramp resource, so sessions are created with ``StripeClient.raw_request``. The SDK's own
+retry (bounded by ``stripe_max_network_retries``) covers connection errors, 409 and 5xx and honours
+``Stripe-Should-Retry``; every POST carries an idempotency key, so those retries never create twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import stripe
+
+from payment.core.config import Settings
+from payment.core.problems import Problem, UpstreamProblem
+
+__all__ = ["OnrampGateway", "StripeOnrampGateway", "StripeRejected", "build_stripe_client"]
+
+log = logging.getLogger(__name__)
+
+ONRAMP_SESSIONS_PATH = "/v1/crypto/onramp_sessions"
+
+
+class StripeRejected(Problem):
+    """Stripe refused to open the session for a reason the buyer or dApp can act on (a 4xx to the caller)."""
+
+    def __init__(self, code: str, message: str, param: str | None) -> None:
+        extensions: dict[str, Any] = {"code": code}
+        if param:
+            extensions["param"] = param
+        super().__init__(
+            status=422,
+            slug="stripe-rejected",
+            title="Stripe refused the onramp session",
+            detail=message,
+            extensions=extensions,
+        )
+
+
+class OnrampGateway(Protocol):
+    def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]: ...
+
+
+def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
+    if settings.stripe_secret_key is None:
+        return None
+    base_addresses: dict[str, str] = {}
+    if settings.stripe_api_base:
+        base_addresses["api"] = settings.stripe_api_base.rstrip("/")
+    return stripe.StripeClient(
+        settings.stripe_secret_key.get_secret_value(),
+        base_addresses=base_addresses,  # type: ignore[arg-type]
+        stripe_version=settings.stripe_api_version,
+        max_network_retries=settings.stripe_max_network_retries,
+        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds, allow_sync_methods=True),
+    )
+
+
+def _retry_after(headers: Any, default: int) -> int:
+    try:
+        value = int(str(headers.get("retry-after")))
+    except (AttributeError, TypeError, ValueError):
+        return default
+    return max(1, min(value, 300))
+
+
+@dataclass
+class StripeOnrampGateway:
+    client: stripe.StripeClient
+
+    def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        try:
+            response = self.client.raw_request("post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        data = response.data
+        if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
+            raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
+        return dict(data)
+
+
+def _translate(exc: stripe.StripeError) -> Problem:
+    """Map an SDK error to what the dApp should do: fix the request (4xx) or retry later (502/503/504)."""
+    status = exc.http_status
+    error = exc.error
+    code = getattr(error, "code", None) or exc.code or ""
+    if isinstance(exc, stripe.APIConnectionError):
+        timed_out = isinstance(exc.__cause__, httpx.TimeoutException)
+        log.warning("stripe unreachable: %s", "timeout" if timed_out else "connection error")
+        if timed_out:
+            return UpstreamProblem(504, "stripe-unavailable", "Stripe did not answer in time.", retry_after=5)
+        return UpstreamProblem(503, "stripe-unavailable", "Stripe cannot be reached.", retry_after=5)
+    if isinstance(exc, stripe.RateLimitError) or status == 429:
+        return UpstreamProblem(
+            503,
+            "stripe-rate-limited",
+            "Stripe is rate limiting requests.",
+            retry_after=_retry_after(exc.headers, 2),
+        )
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        log.error("stripe refused our credentials (%s): check MUSDPAY_STRIPE_SECRET_KEY", status)
+        return UpstreamProblem(503, "stripe-unavailable", "The payment provider is misconfigured.", retry_after=60)
+    if status is not None and 400 <= status < 500 and code.startswith("crypto_onramp_"):
+        message = getattr(error, "message", None) or "Stripe refused to create the onramp session."
+        return StripeRejected(code, str(message), getattr(error, "param", None))
+    if status is not None and status >= 500:
+        return UpstreamProblem(
+            503, "stripe-unavailable", "Stripe is unavailable.", retry_after=_retry_after(exc.headers, 5)
+        )
+    # Any other 4xx means we sent something Stripe does not accept: our fault, not the caller's.
+    log.error("stripe rejected our request: status=%s code=%s", status, code or "-")
+    return UpstreamProblem(
+        502, "stripe-unavailable", "The payment provider rejected the request.", extensions={"code": code}
+    )

@@ -1,0 +1,137 @@
+"""HTTP routes of the onramp domain; thin: parse, call the service, shape the response."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from payment.core.openapi import problem_responses
+from payment.core.problems import FieldError, ValidationProblem
+from payment.deps import ClientIpDep, FactoryDep, GatewayDep, Principal, PrincipalDep, SettingsDep
+from payment.onramp import service
+from payment.onramp.models import OnrampSession
+from payment.onramp.schemas import CreateSessionRequest, SessionOut, SessionPage, TransactionDetailsOut
+from payment.onramp.status import SessionStatus
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/onramp", tags=["onramp"])
+
+_MAX_KEY_LENGTH = 255
+
+
+def to_out(row: OnrampSession, *, include_secret: bool) -> SessionOut:
+    return SessionOut(
+        id=row.id,
+        stripe_session_id=row.stripe_session_id,
+        client_secret=row.client_secret if include_secret else None,
+        status=SessionStatus(row.status),
+        wallet_address=row.wallet_address,
+        source_amount=row.source_amount,
+        source_currency=row.source_currency,
+        destination_currency=row.destination_currency,
+        destination_network=row.destination_network,
+        transaction_details=TransactionDetailsOut(
+            transaction_id=row.transaction_id,
+            destination_amount=row.destination_amount,
+            network_fee_amount=row.network_fee_amount,
+            transaction_fee_amount=row.transaction_fee_amount,
+        ),
+        livemode=row.livemode,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _check_idempotency_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not 1 <= len(key) <= _MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise ValidationProblem(
+            [FieldError("header.Idempotency-Key", f"must be 1 to {_MAX_KEY_LENGTH} printable ASCII characters")]
+        )
+
+
+@router.post(
+    "/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionOut,
+    response_model_by_alias=True,
+    responses=problem_responses(400, 409, 422, 502, 503, 504),
+    summary="Create an onramp session for a wallet",
+)
+def create_session(
+    body: CreateSessionRequest,
+    response: Response,
+    factory: FactoryDep,
+    gateway: GatewayDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    client_ip: ClientIpDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> SessionOut:
+    _check_idempotency_key(idempotency_key)
+    outcome = service.create_session(
+        factory=factory,
+        gateway=gateway,
+        settings=settings,
+        request=body,
+        idempotency_key=idempotency_key,
+        scope=principal.idempotency_scope,
+        customer_ip_address=client_ip,
+    )
+    response.headers["Location"] = f"{router.prefix}/sessions/{outcome.session.id}"
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    # The creator is the one caller entitled to the client secret (a replay proves it by the same key).
+    return to_out(outcome.session, include_secret=True)
+
+
+def _visible_secret(principal: Principal, row: OnrampSession) -> bool:
+    return principal.may_see_client_secret(row.wallet_address)
+
+
+@router.get(
+    "/sessions/{session_id}",
+    response_model=SessionOut,
+    response_model_by_alias=True,
+    responses=problem_responses(404),
+    summary="Get one onramp session",
+)
+async def get_session(
+    session_id: Annotated[str, Path(max_length=64)], factory: FactoryDep, principal: PrincipalDep
+) -> SessionOut:
+    row = await run_in_threadpool(service.get_session, factory=factory, session_id=session_id)
+    return to_out(row, include_secret=_visible_secret(principal, row))
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionPage,
+    response_model_by_alias=True,
+    responses=problem_responses(422),
+    summary="List onramp sessions, newest first",
+)
+async def list_sessions(
+    factory: FactoryDep,
+    principal: PrincipalDep,
+    wallet_address: Annotated[str | None, Query(alias="walletAddress", max_length=64)] = None,
+    session_status: Annotated[SessionStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> SessionPage:
+    page = await run_in_threadpool(
+        service.list_sessions,
+        factory=factory,
+        wallet_address=wallet_address,
+        status=session_status,
+        limit=limit,
+        cursor=cursor,
+    )
+    return SessionPage(
+        data=[to_out(row, include_secret=_visible_secret(principal, row)) for row in page.sessions],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )

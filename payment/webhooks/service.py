@@ -1,0 +1,165 @@
+"""Stripe webhook ingestion: verify, record once, apply. Pure of HTTP.
+
+Stripe delivers at least once, in any order, and retries until it gets a 2xx. So an event is recorded and
+applied in one transaction keyed by its id: a duplicate finds the id taken and is acknowledged without effect,
+and a crash before the commit leaves nothing, so Stripe's retry does the whole work again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import stripe
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment.core.config import Settings
+from payment.core.faults import crash_point
+from payment.core.problems import FieldError, Problem, UpstreamProblem, ValidationProblem
+from payment.onramp.models import OnrampSession
+from payment.onramp.service import apply_snapshot, parse_snapshot
+from payment.webhooks.models import WebhookEvent
+
+__all__ = ["InvalidSignature", "Outcome", "ingest_event", "verify_signature"]
+
+log = logging.getLogger(__name__)
+
+SESSION_UPDATED = "crypto.onramp_session_updated"
+
+
+class Outcome(StrEnum):
+    processed = "processed"  # applied to a session
+    out_of_order = "out_of_order"  # older than what the session already shows: recorded, not applied
+    unknown_session = "unknown_session"  # no session of ours matches
+    ignored = "ignored"  # an event type we do not act on
+    duplicate = "duplicate"  # seen before (never stored: the first record stands)
+
+
+class InvalidSignature(Problem):
+    def __init__(self, detail: str) -> None:
+        super().__init__(status=400, slug="invalid-signature", detail=detail, title="Invalid webhook signature")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event_id: str
+    event_type: str
+    outcome: Outcome
+    session_id: str | None
+
+
+def verify_signature(payload: bytes, header: str | None, secrets: Sequence[str], tolerance: int) -> None:
+    """Accept the payload if any configured endpoint secret signed it recently (several during rotation)."""
+    if not secrets:
+        raise UpstreamProblem(503, "stripe-not-configured", "No webhook signing secret is configured.")
+    if not header:
+        raise InvalidSignature("The Stripe-Signature header is missing.")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSignature("The payload is not UTF-8.") from exc
+    stale = False
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
+            return
+        except stripe.SignatureVerificationError as exc:
+            stale = stale or "tolerance" in str(exc)
+    if stale:
+        raise InvalidSignature("The signature timestamp is outside the tolerance window.")
+    raise InvalidSignature("No valid signature for this payload.")
+
+
+def _parse_event(payload: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise ValidationProblem([FieldError("body", "is not valid JSON", "json_invalid")]) from exc
+    errors: list[FieldError] = []
+    if not isinstance(event, dict):
+        raise ValidationProblem([FieldError("body", "must be a Stripe event object", "type_error")])
+    if not isinstance(event.get("id"), str) or not event["id"]:
+        errors.append(FieldError("body.id", "must be the event id", "missing"))
+    if not isinstance(event.get("type"), str):
+        errors.append(FieldError("body.type", "must be the event type", "missing"))
+    if not isinstance(event.get("created"), int) or isinstance(event.get("created"), bool):
+        errors.append(FieldError("body.created", "must be a unix timestamp", "missing"))
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        errors.append(FieldError("body.data.object", "must be an object", "missing"))
+    if errors:
+        raise ValidationProblem(errors)
+    return event
+
+
+def ingest_event(
+    *,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    payload: bytes,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> IngestResult:
+    """Record and apply one verified event; call only after verify_signature."""
+    event = _parse_event(payload)
+    event_id: str = event["id"]
+    event_type: str = event["type"]
+    obj: dict[str, Any] = event["data"]["object"]
+    now = clock()
+    with factory() as db, db.begin():
+        record = WebhookEvent(
+            id=event_id,
+            type=event_type[:128],
+            livemode=bool(event.get("livemode", False)),
+            stripe_created=event["created"],
+            received_at=now,
+            processed_at=None,
+            outcome=Outcome.ignored.value,
+            stripe_object_id=str(obj.get("id"))[:255] if obj.get("id") else None,
+            payload=payload.decode("utf-8"),
+        )
+        db.add(record)
+        try:
+            db.flush()
+        except IntegrityError:
+            db.rollback()
+            return IngestResult(event_id, event_type, Outcome.duplicate, None)
+        outcome, session_id = _apply(db, event, obj, now)
+        record.outcome = outcome.value
+        record.session_id = session_id
+        record.processed_at = now
+        crash_point(settings, "webhook_before_commit")
+    return IngestResult(event_id, event_type, outcome, session_id)
+
+
+def _apply(db: Session, event: dict[str, Any], obj: dict[str, Any], now: datetime) -> tuple[Outcome, str | None]:
+    if event["type"] != SESSION_UPDATED:
+        return Outcome.ignored, None
+    try:
+        snapshot = parse_snapshot(obj)
+    except Problem:
+        log.warning("webhook %s carries an object that is not an onramp session", event["id"])
+        return Outcome.ignored, None
+    conditions = [OnrampSession.stripe_session_id == snapshot.stripe_session_id]
+    if snapshot.our_session_id:
+        # The webhook may outrun the create response: find the row by the id we put in Stripe's metadata.
+        conditions.append((OnrampSession.id == snapshot.our_session_id) & (OnrampSession.stripe_session_id.is_(None)))
+    row = db.scalars(select(OnrampSession).where(or_(*conditions)).with_for_update()).first()
+    if row is None:
+        return Outcome.unknown_session, None
+    applied = apply_snapshot(
+        db,
+        row,
+        snapshot,
+        position=(event["created"], event["id"]),
+        source="webhook",
+        event_id=event["id"],
+        now=now,
+    )
+    return (Outcome.processed if applied else Outcome.out_of_order), row.id
