@@ -21,7 +21,7 @@ FORWARD = ["requires_payment", "fulfillment_processing", "fulfillment_complete"]
 def histories(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[int]]:
     """One session's events as Stripe would emit them, and a delivery order with duplicates."""
     ends_rejected = draw(st.booleans())
-    steps = FORWARD[: draw(st.integers(0, 2))] + ["rejected"] if ends_rejected else FORWARD
+    steps = [*FORWARD[: draw(st.integers(0, 2))], "rejected"] if ends_rejected else FORWARD
     events: list[dict[str, Any]] = []
     created = 1_700_000_000
     for step in steps:
