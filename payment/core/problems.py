@@ -146,10 +146,15 @@ def _location(loc: tuple[int | str, ...]) -> str:
 def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
     errors: list[FieldError] = []
     for err in exc.errors():
-        message = str(err.get("msg", "invalid value"))
-        # pydantic prefixes messages of custom validators with "Value error, "; the caller needs only the reason.
-        message = message.removeprefix("Value error, ")
-        errors.append(FieldError(_location(tuple(err.get("loc", ()))), message, str(err.get("type", "invalid"))))
+        code = str(err.get("type", "invalid"))
+        if code == "json_invalid":
+            # FastAPI puts the byte offset in the location; the caller needs to know the body is broken.
+            ctx = err.get("ctx") or {}
+            errors.append(FieldError("body", f"is not valid JSON ({ctx.get('error', 'decode error')})", code))
+            continue
+        # pydantic prefixes messages of custom validators with "Value error, "; the reason is enough.
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        errors.append(FieldError(_location(tuple(err.get("loc", ()))), message, code))
     return errors
 
 

@@ -1,0 +1,89 @@
+"""Injected faults, set at run time through `PUT /_sandbox/faults`.
+
+Every random decision (which API call fails, which delivery is doubled, how a window is permuted, retry
+jitter) comes from `random.Random` instances seeded from one seed, so a test that sets the seed sees the
+same decisions for the same sequence of calls. API calls and webhook deliveries draw from separate
+generators so that background deliveries do not shift which API call gets the fault.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["FaultInjector", "Faults", "FaultsError"]
+
+DEFAULT_SEED = 0
+
+
+class FaultsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    latency_ms: float = 0.0  # added to every Stripe API call
+    error_rate: float = 0.0  # fraction of API calls answered 500 api_error
+    rate_limit_rate: float = 0.0  # fraction of API calls answered 429 rate_limit
+    down: bool = False  # every API call answered 503
+    duplicate_rate: float = 0.0  # fraction of webhook deliveries sent twice
+    shuffle: bool = False  # pending webhook deliveries sent in a random order
+    seed: int = DEFAULT_SEED
+
+    @classmethod
+    def from_json(cls, data: object, *, base: Faults | None = None) -> Faults:
+        """Validate a JSON body; fields it leaves out come from `base` (or the defaults)."""
+        if not isinstance(data, dict):
+            raise FaultsError("body must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FaultsError(f"unknown fault(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values: dict[str, Any] = asdict(base or cls())
+        for name, value in data.items():
+            if name in ("down", "shuffle"):
+                if not isinstance(value, bool):
+                    raise FaultsError(f"{name} must be a boolean")
+            elif name == "seed":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise FaultsError("seed must be an integer")
+            else:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise FaultsError(f"{name} must be a number")
+                if value < 0 or (name != "latency_ms" and value > 1):
+                    limits = ">= 0" if name == "latency_ms" else "between 0 and 1"
+                    raise FaultsError(f"{name} must be {limits}")
+                value = float(value)
+            values[name] = value
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FaultInjector:
+    def __init__(self) -> None:
+        self.faults = Faults()
+        self.api_random = random.Random(DEFAULT_SEED)
+        self.delivery_random = random.Random(DEFAULT_SEED + 1)
+
+    def set(self, faults: Faults, *, reseed: bool) -> None:
+        self.faults = faults
+        if reseed:
+            self.api_random.seed(faults.seed)
+            self.delivery_random.seed(faults.seed + 1)
+
+    def api_outcome(self) -> str | None:
+        """'rate_limit', 'error' or None for one authenticated API call ('down' is checked before auth)."""
+        faults = self.faults
+        # Draw only for active faults, so enabling one does not change the other's sequence.
+        if faults.rate_limit_rate and self.api_random.random() < faults.rate_limit_rate:
+            return "rate_limit"
+        if faults.error_rate and self.api_random.random() < faults.error_rate:
+            return "error"
+        return None
+
+    def duplicate_delivery(self) -> bool:
+        rate = self.faults.duplicate_rate
+        return bool(rate) and self.delivery_random.random() < rate
