@@ -103,9 +103,7 @@ def test_bad_input_is_a_problem_naming_the_field_and_writes_nothing(
 
 
 @pytest.mark.parametrize("key", [b"", b"x" * 256, "caf\u00e9".encode(), b"tab\there", b"nul\x01"])
-def test_a_malformed_idempotency_key_is_refused(
-    client: TestClient, factory: sessionmaker[Session], key: bytes
-) -> None:
+def test_a_malformed_idempotency_key_is_refused(client: TestClient, factory: sessionmaker[Session], key: bytes) -> None:
     response = client.post(SESSIONS, json=VALID, headers={"Idempotency-Key": key})
     assert response.status_code in (400, 422)
     assert response.headers["content-type"] == "application/problem+json"
