@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from payment.core import migrations
@@ -41,7 +42,9 @@ async def _recovery_loop(state: AppState) -> None:
             )
             if count:
                 log.info("recovered %d interrupted session creations", count)
-        except Exception:  # keep the loop alive through a database outage
+        except OperationalError as exc:  # a database outage: say so briefly, try again next round
+            log.warning("session recovery sweep skipped, database unavailable: %s", type(exc.orig).__name__)
+        except Exception:  # never let the loop die
             log.exception("session recovery sweep failed")
         await asyncio.sleep(state.settings.recovery_interval_seconds)
 

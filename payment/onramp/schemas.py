@@ -29,7 +29,7 @@ _ZERO_ADDRESS = "0x" + "0" * 40
 
 def normalize_wallet_address(value: str) -> str:
     """An EVM address in EIP-55 form; mixed case must already be a valid checksum."""
-    if not _ADDRESS.match(value):
+    if not _ADDRESS.fullmatch(value):
         raise ValueError("must be a 0x-prefixed 20-byte hex address")
     body = value[2:]
     if body != body.lower() and body != body.upper() and not is_checksum_address(value):
@@ -50,7 +50,7 @@ def parse_amount(value: Any) -> Decimal:
         text = value.strip()
     else:
         raise ValueError('must be a decimal amount such as "25.00"')
-    if not _AMOUNT.match(text):
+    if not _AMOUNT.fullmatch(text):
         raise ValueError('must be a positive decimal with at most 2 decimal places, such as "25.00"')
     try:
         return Decimal(text)

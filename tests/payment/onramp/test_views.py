@@ -215,3 +215,15 @@ def test_cors_allows_the_configured_dapp_origin_only(client: TestClient) -> None
     assert allowed.headers["access-control-allow-origin"] == "http://localhost:5175"
     refused = client.options(SESSIONS, headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in refused.headers
+
+
+def test_an_unreachable_database_is_a_503_problem_not_a_500(tmp_path: Path) -> None:
+    settings = make_settings("postgresql+psycopg://postgres@127.0.0.1:9/none", recovery_interval_seconds=3600)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        listed = client.get(SESSIONS)
+        created = client.post(SESSIONS, json=VALID)
+    for response in (listed, created):
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["type"] == "/problems/database-unavailable"
+        assert response.headers["retry-after"] == "5"
