@@ -114,6 +114,34 @@ def sandbox_stripe(
     )
 
 
+@sandbox.command("chain")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8545, show_default=True, help="RPC port (0: a free one, printed).")
+@click.option("--block-time", type=float, default=None, help="Mine a block every N seconds (too).")
+@click.option("--no-automine", is_flag=True, help="Do not mine a block per transaction.")
+def sandbox_chain(host: str, port: int, block_time: float | None, no_automine: bool) -> None:
+    """Run a local Mezo stand-in (anvil, chain id 31611) with MUSD deployed and a funded treasury."""
+    from sandbox.chain.config import ChainConfig
+    from sandbox.chain.server import run
+
+    sys.exit(run(ChainConfig(host=host, port=port, block_time=block_time, automine=not no_automine)))
+
+
+@sandbox.command("rpc-proxy")
+@click.option("--upstream", required=True, help="JSON-RPC URL to forward to (e.g. the local chain's).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, show_default=True, help="Proxy port (0: a free one, printed).")
+@click.option("--control-port", type=int, default=0, show_default=True, help="Control-only port, up even when 'down'.")
+@click.option("--name", default="rpc", show_default=True, help="Provider name reported in stats.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault rates' randomness.")
+def sandbox_rpc_proxy(upstream: str, host: str, port: int, control_port: int, name: str, seed: int) -> None:
+    """Run a JSON-RPC proxy that injects faults (latency, 5xx, 429, errors, stalls, drops...) on demand."""
+    from sandbox.rpcproxy.config import ProxyConfig
+    from sandbox.rpcproxy.server import run
+
+    run(ProxyConfig(upstream=upstream, host=host, port=port, control_port=control_port, name=name, seed=seed))
+
+
 @main.command()
 @click.option("--port", type=int, default=3001, show_default=True, help="API port.")
 @click.option("--stripe-port", type=int, default=12111, show_default=True, help="Stripe emulator port.")
