@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import DateTime, Dialect, Engine, MetaData, Numeric, String, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from payment.core.config import Settings
+from payment.core.metrics import InstrumentedQueuePool
 
 __all__ = ["Base", "ExactDecimal", "UTCDateTime", "create_db_engine", "make_session_factory", "session_scope"]
 
@@ -109,7 +109,7 @@ def create_db_engine(settings: Settings) -> Engine:
             url,
             echo=settings.database_echo,
             connect_args={"check_same_thread": False, "timeout": 10},
-            poolclass=QueuePool,
+            poolclass=InstrumentedQueuePool,
             pool_size=1,
             max_overflow=0,
             pool_timeout=30,
@@ -119,6 +119,7 @@ def create_db_engine(settings: Settings) -> Engine:
     return create_engine(
         url,
         echo=settings.database_echo,
+        poolclass=InstrumentedQueuePool,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size * 2,
         pool_pre_ping=True,

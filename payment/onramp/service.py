@@ -32,12 +32,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from payment.core.config import Settings
 from payment.core.faults import crash_point
 from payment.core.problems import Conflict, FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
+from payment.core.telemetry import Telemetry, current_traceparent
 from payment.onramp.models import OnrampSession, SessionStatusChange
 from payment.onramp.schemas import CreateSessionRequest, normalize_wallet_address
-from payment.onramp.status import SessionStatus, is_newer
+from payment.onramp.status import FINAL_STATUSES, SessionStatus, is_newer
 from payment.onramp.stripe_gateway import OnrampGateway
 
 __all__ = [
+    "Applied",
     "CreateOutcome",
     "SessionPage",
     "Snapshot",
@@ -46,6 +48,7 @@ __all__ = [
     "get_session",
     "list_sessions",
     "parse_snapshot",
+    "record_applied",
     "recover_stale_creations",
 ]
 
@@ -86,6 +89,32 @@ class Snapshot:
     destination_amount: Decimal | None
     network_fee_amount: Decimal | None
     transaction_fee_amount: Decimal | None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A snapshot that changed a session: its status before and after (equal when only details changed)."""
+
+    session_id: str
+    from_status: SessionStatus
+    to_status: SessionStatus
+    source: str
+    currency: str
+    amount: Decimal
+    created_at: datetime
+    at: datetime
+
+
+def record_applied(telemetry: Telemetry, applied: Applied | None) -> None:
+    """Count a committed change: transitions, volume reaching a final status, time to fulfillment."""
+    if applied is None or applied.from_status is applied.to_status:
+        return
+    metrics = telemetry.metrics
+    metrics.status_transitions.labels(applied.from_status.value, applied.to_status.value, applied.source).inc()
+    if applied.to_status in FINAL_STATUSES and applied.from_status not in FINAL_STATUSES:
+        metrics.payment_volume.labels(applied.currency, applied.to_status.value).inc(float(applied.amount))
+        if applied.to_status is SessionStatus.fulfillment_complete:
+            metrics.fulfillment_duration.observe(max((applied.at - applied.created_at).total_seconds(), 0.0))
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -129,19 +158,25 @@ def create_session(
     idempotency_key: str | None,
     scope: str,
     customer_ip_address: str | None,
+    telemetry: Telemetry,
     clock: Clock = utcnow,
 ) -> CreateOutcome:
     """Create an onramp session at Stripe and store it; replay it for a repeated Idempotency-Key."""
-    _check_business_rules(request, settings)
-    if gateway is None:
-        raise UpstreamProblem(503, "stripe-not-configured", "Stripe is not configured on this service.")
-    fingerprint = _fingerprint(request)
-    key_hash = _sha256(scope, idempotency_key) if idempotency_key is not None else None
-
-    row, lease = _claim_or_insert(factory, settings, request, fingerprint, key_hash, customer_ip_address, clock)
-    if lease is None:
-        return CreateOutcome(session=row, replayed=True)
-    session = _create_at_stripe(factory, gateway, settings, row, lease, source="api", clock=clock)
+    try:
+        _check_business_rules(request, settings)
+        if gateway is None:
+            raise UpstreamProblem(503, "stripe-not-configured", "Stripe is not configured on this service.")
+        fingerprint = _fingerprint(request)
+        key_hash = _sha256(scope, idempotency_key) if idempotency_key is not None else None
+        row, lease = _claim_or_insert(factory, settings, request, fingerprint, key_hash, customer_ip_address, clock)
+        if lease is None:
+            return CreateOutcome(session=row, replayed=True)
+        session = _create_at_stripe(
+            factory, gateway, settings, row, lease, source="api", telemetry=telemetry, clock=clock
+        )
+    except Problem as problem:
+        telemetry.metrics.session_create_failures.labels(problem.slug).inc()
+        raise
     return CreateOutcome(session=session, replayed=False)
 
 
@@ -175,6 +210,7 @@ def _claim_or_insert(
                 idempotency_key=key_hash,
                 request_fingerprint=fingerprint,
                 creation_started_at=now,
+                creation_traceparent=current_traceparent(),
                 last_event_id="",
                 last_event_created=0,
                 created_at=now,
@@ -242,6 +278,7 @@ def _create_at_stripe(
     lease: datetime,
     *,
     source: str,
+    telemetry: Telemetry,
     clock: Clock,
 ) -> OnrampSession:
     crash_point(settings, "before_stripe_create")
@@ -257,9 +294,14 @@ def _create_at_stripe(
         if current is None:
             # Deleted meanwhile (a competing attempt failed at Stripe): nothing of ours to attach to.
             raise UpstreamProblem(503, "stripe-unavailable", "The session could not be created.", retry_after=1)
-        apply_snapshot(db, current, snapshot, position=(0, ""), source=source, event_id=None, now=clock())
+        applied = apply_snapshot(db, current, snapshot, position=(0, ""), source=source, event_id=None, now=clock())
         current.creation_started_at = None
     crash_point(settings, "after_commit")
+    record_applied(telemetry, applied)
+    if applied is not None and applied.from_status is SessionStatus.creating:
+        telemetry.metrics.sessions_created.labels(
+            current.source_currency, current.destination_currency, current.destination_network
+        ).inc()
     return current
 
 
@@ -280,6 +322,7 @@ def recover_stale_creations(
     factory: sessionmaker[Session],
     gateway: OnrampGateway | None,
     settings: Settings,
+    telemetry: Telemetry,
     clock: Clock = utcnow,
     limit: int = 50,
 ) -> int:
@@ -313,7 +356,7 @@ def recover_stale_creations(
             continue
         handled += 1
         try:
-            _create_at_stripe(factory, gateway, settings, row, now, source="recovery", clock=clock)
+            _create_at_stripe(factory, gateway, settings, row, now, source="recovery", telemetry=telemetry, clock=clock)
         except Problem as problem:
             log.warning("recovery of session %s abandoned: %s", row.id, problem.slug)
     return handled
@@ -370,8 +413,8 @@ def apply_snapshot(
     source: str,
     event_id: str | None,
     now: datetime,
-) -> bool:
-    """Apply Stripe's view of the session if it is newer than what we hold; True if anything changed.
+) -> Applied | None:
+    """Apply Stripe's view of the session if it is newer than what we hold; None if it is not.
 
     `position` is (event created, event id); the API's own create response uses (0, "") so any event wins.
     """
@@ -390,7 +433,7 @@ def apply_snapshot(
         if value is not None and (newer or getattr(row, name) is None):
             setattr(row, name, value)
     if not newer:
-        return False
+        return None
     row.livemode = snapshot.livemode
     row.last_event_created, row.last_event_id = position
     if snapshot.status is not current_status:
@@ -406,7 +449,16 @@ def apply_snapshot(
         )
         row.status = snapshot.status.value
     row.updated_at = now
-    return True
+    return Applied(
+        session_id=row.id,
+        from_status=current_status,
+        to_status=snapshot.status,
+        source=source,
+        currency=row.source_currency,
+        amount=row.source_amount,
+        created_at=row.created_at,
+        at=now,
+    )
 
 
 # --- reads -------------------------------------------------------------------------------------------------

@@ -22,9 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
 from payment.core.faults import crash_point
+from payment.core.metrics import event_type_label
 from payment.core.problems import FieldError, Problem, UpstreamProblem, ValidationProblem
+from payment.core.telemetry import Telemetry, link_current_span
 from payment.onramp.models import OnrampSession
-from payment.onramp.service import apply_snapshot, parse_snapshot
+from payment.onramp.service import Applied, apply_snapshot, parse_snapshot, record_applied
 from payment.webhooks.models import WebhookEvent
 
 __all__ = ["InvalidSignature", "Outcome", "ingest_event", "verify_signature"]
@@ -103,15 +105,42 @@ def ingest_event(
     *,
     factory: sessionmaker[Session],
     settings: Settings,
+    telemetry: Telemetry,
     payload: bytes,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> IngestResult:
     """Record and apply one verified event; call only after verify_signature."""
-    event = _parse_event(payload)
+    metrics = telemetry.metrics
+    with telemetry.tracer.start_as_current_span("stripe.webhook.process") as span:
+        try:
+            event = _parse_event(payload)
+        except Problem:
+            metrics.webhook_events.labels("unknown", "invalid_payload").inc()
+            raise
+        event_id: str = event["id"]
+        event_type: str = event["type"]
+        span.set_attributes({"stripe.event.id": event_id, "stripe.event.type": event_type})
+        try:
+            result, applied = _record_and_apply(factory, settings, event, payload, clock())
+        except Exception:
+            metrics.webhook_events.labels(event_type_label(event_type), "failed").inc()
+            raise
+        span.set_attribute("musdpay.webhook.outcome", result.outcome.value)
+        if result.session_id:
+            span.set_attribute("musdpay.session.id", result.session_id)
+    metrics.webhook_events.labels(event_type_label(event_type), result.outcome.value).inc()
+    if result.outcome is not Outcome.duplicate:
+        metrics.webhook_lag.observe(max(clock().timestamp() - event["created"], 0.0))
+    record_applied(telemetry, applied)
+    return result
+
+
+def _record_and_apply(
+    factory: sessionmaker[Session], settings: Settings, event: dict[str, Any], payload: bytes, now: datetime
+) -> tuple[IngestResult, Applied | None]:
     event_id: str = event["id"]
     event_type: str = event["type"]
     obj: dict[str, Any] = event["data"]["object"]
-    now = clock()
     with factory() as db, db.begin():
         record = WebhookEvent(
             id=event_id,
@@ -129,30 +158,33 @@ def ingest_event(
             db.flush()
         except IntegrityError:
             db.rollback()
-            return IngestResult(event_id, event_type, Outcome.duplicate, None)
-        outcome, session_id = _apply(db, event, obj, now)
+            return IngestResult(event_id, event_type, Outcome.duplicate, None), None
+        outcome, session_id, applied = _apply(db, event, obj, now)
         record.outcome = outcome.value
         record.session_id = session_id
         record.processed_at = now
         crash_point(settings, "webhook_before_commit")
-    return IngestResult(event_id, event_type, outcome, session_id)
+    return IngestResult(event_id, event_type, outcome, session_id), applied
 
 
-def _apply(db: Session, event: dict[str, Any], obj: dict[str, Any], now: datetime) -> tuple[Outcome, str | None]:
+def _apply(
+    db: Session, event: dict[str, Any], obj: dict[str, Any], now: datetime
+) -> tuple[Outcome, str | None, Applied | None]:
     if event["type"] != SESSION_UPDATED:
-        return Outcome.ignored, None
+        return Outcome.ignored, None, None
     try:
         snapshot = parse_snapshot(obj)
     except Problem:
         log.warning("webhook %s carries an object that is not an onramp session", event["id"])
-        return Outcome.ignored, None
+        return Outcome.ignored, None, None
     conditions = [OnrampSession.stripe_session_id == snapshot.stripe_session_id]
     if snapshot.our_session_id:
         # The webhook may outrun the create response: find the row by the id we put in Stripe's metadata.
         conditions.append((OnrampSession.id == snapshot.our_session_id) & (OnrampSession.stripe_session_id.is_(None)))
     row = db.scalars(select(OnrampSession).where(or_(*conditions)).with_for_update()).first()
     if row is None:
-        return Outcome.unknown_session, None
+        return Outcome.unknown_session, None, None
+    link_current_span(row.creation_traceparent)
     applied = apply_snapshot(
         db,
         row,
@@ -162,4 +194,4 @@ def _apply(db: Session, event: dict[str, Any], obj: dict[str, Any], now: datetim
         event_id=event["id"],
         now=now,
     )
-    return (Outcome.processed if applied else Outcome.out_of_order), row.id
+    return (Outcome.processed if applied else Outcome.out_of_order), row.id, applied
