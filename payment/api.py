@@ -83,7 +83,7 @@ def _instrument(app: FastAPI, state: AppState, client: stripe.StripeClient | Non
     )
     # Per engine, not SQLAlchemyInstrumentor().instrument(): that is a process-wide singleton which also patches
     # create_engine, so a second application in the same process (tests, workers) would get no SQL spans.
-    EngineTracer(
+    EngineTracer(  # type: ignore[no-untyped-call]
         provider.get_tracer("opentelemetry.instrumentation.sqlalchemy"),
         state.engine,
         NoOpMeterProvider().get_meter("musdpay").create_up_down_counter("unused"),
