@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import FrameType
 
@@ -34,18 +36,27 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     from payment.core.config import get_settings
 
     settings = get_settings()
-    uvicorn.run(
-        "payment.api:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        proxy_headers=False,
-        server_header=False,
-        log_level="info",
-        access_log=False,
-    )
+    scratch = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker is its own process: metrics must be summed across them through a shared directory.
+        scratch = tempfile.mkdtemp(prefix="musdpay-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
+    try:
+        uvicorn.run(
+            "payment.api:create_served_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            proxy_headers=False,
+            server_header=False,
+            log_config=None,  # the app configures JSON logging itself, in every worker
+            access_log=False,
+        )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 @main.group()

@@ -5,19 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
+import stripe
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.metrics import NoOpMeterProvider
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from payment.core import migrations
 from payment.core.config import Settings, get_settings
 from payment.core.db import create_db_engine, make_session_factory
+from payment.core.logs import configure_logging
+from payment.core.metrics import PaymentMetrics
+from payment.core.middleware import ObservabilityMiddleware
 from payment.core.problems import PROBLEM_TYPES, NotFound, install_problem_handlers
+from payment.core.telemetry import Telemetry, build_tracer_provider
 from payment.deps import AppState
 from payment.health.views import router as health_router
 from payment.onramp import service as onramp_service
@@ -25,7 +36,7 @@ from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway, bu
 from payment.onramp.views import router as onramp_router
 from payment.webhooks.views import router as webhooks_router
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_served_app"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,7 @@ async def _recovery_loop(state: AppState) -> None:
                 factory=state.factory,
                 gateway=state.gateway,
                 settings=state.settings,
+                telemetry=state.telemetry,
             )
             if count:
                 log.info("recovered %d interrupted session creations", count)
@@ -49,13 +61,56 @@ async def _recovery_loop(state: AppState) -> None:
         await asyncio.sleep(state.settings.recovery_interval_seconds)
 
 
-def create_app(settings: Settings | None = None, *, gateway: OnrampGateway | None = None) -> FastAPI:
+def build_telemetry(settings: Settings) -> Telemetry:
+    metrics = PaymentMetrics()
+    if not settings.telemetry_enabled:
+        return Telemetry(metrics=metrics)
+    provider = build_tracer_provider(sample_ratio=settings.trace_sample_ratio, service_name=settings.service_name)
+    return Telemetry(metrics=metrics, tracer_provider=provider)
+
+
+def _instrument(app: FastAPI, state: AppState, client: stripe.StripeClient | None) -> None:
+    """Spans for requests, SQL and the HTTP calls to Stripe, all on the application's own tracer provider."""
+    provider = state.telemetry.tracer_provider
+    if provider is None:
+        return
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        meter_provider=NoOpMeterProvider(),  # RED metrics come from our middleware, in Prometheus
+        excluded_urls="/healthz,/readyz,/metrics",
+        exclude_spans=["receive", "send"],
+    )
+    # Per engine, not SQLAlchemyInstrumentor().instrument(): that is a process-wide singleton which also patches
+    # create_engine, so a second application in the same process (tests, workers) would get no SQL spans.
+    EngineTracer(  # type: ignore[no-untyped-call]
+        provider.get_tracer("opentelemetry.instrumentation.sqlalchemy"),
+        state.engine,
+        NoOpMeterProvider().get_meter("musdpay").create_up_down_counter("unused"),
+    )
+    http = getattr(client, "_requestor", None)
+    httpx_client = getattr(getattr(http, "_client", None), "_client", None)
+    if isinstance(httpx_client, httpx.Client):
+        HTTPXClientInstrumentor.instrument_client(httpx_client, tracer_provider=provider)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gateway: OnrampGateway | None = None,
+    telemetry: Telemetry | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
+    telemetry = telemetry or build_telemetry(settings)
     engine = create_db_engine(settings)
+    telemetry.metrics.watch_pool(engine)
+    client = None
     if gateway is None:
         client = build_stripe_client(settings)
-        gateway = StripeOnrampGateway(client) if client is not None else None
-    state = AppState(settings=settings, engine=engine, factory=make_session_factory(engine), gateway=gateway)
+        gateway = StripeOnrampGateway(client, telemetry) if client is not None else None
+    state = AppState(
+        settings=settings, engine=engine, factory=make_session_factory(engine), gateway=gateway, telemetry=telemetry
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +124,7 @@ def create_app(settings: Settings | None = None, *, gateway: OnrampGateway | Non
             with contextlib.suppress(asyncio.CancelledError):
                 await recovery
             engine.dispose()
+            telemetry.shutdown()
 
     app = FastAPI(
         title="musdpay payment API",
@@ -86,6 +142,9 @@ def create_app(settings: Settings | None = None, *, gateway: OnrampGateway | Non
         expose_headers=["Location", "Idempotent-Replayed", "Retry-After"],
         max_age=600,
     )
+    if settings.telemetry_enabled:
+        multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        app.add_middleware(ObservabilityMiddleware, metrics=telemetry.metrics, exemplars=not multiprocess)
     app.include_router(health_router)
     app.include_router(onramp_router)
     app.include_router(webhooks_router)
@@ -97,4 +156,12 @@ def create_app(settings: Settings | None = None, *, gateway: OnrampGateway | Non
             raise NotFound(f"No problem type {slug!r}.")
         return HTMLResponse(f"<!doctype html><title>{slug}</title><h1>{slug}</h1><p>{description}</p>")
 
+    _instrument(app, state, client)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The factory `musdpay serve` runs in each worker: JSON logs first, then the application."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json_output=settings.log_format == "json")
+    return create_app(settings)

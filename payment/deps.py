@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
+from payment.core.telemetry import Telemetry
 from payment.onramp.stripe_gateway import OnrampGateway
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "PrincipalDep",
     "SettingsDep",
     "StateDep",
+    "TelemetryDep",
 ]
 
 
@@ -31,6 +33,7 @@ class AppState:
     engine: Engine
     factory: sessionmaker[Session]
     gateway: OnrampGateway | None
+    telemetry: Telemetry
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ def get_gateway(state: StateDep) -> OnrampGateway | None:
     return state.gateway
 
 
+def get_telemetry(state: StateDep) -> Telemetry:
+    return state.telemetry
+
+
 def get_principal() -> Principal:
     return Principal(kind="anonymous", subject="")
 
@@ -94,3 +101,4 @@ FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
 GatewayDep = Annotated[OnrampGateway | None, Depends(get_gateway)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ClientIpDep = Annotated[str | None, Depends(get_client_ip)]
+TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://localhost:5175"])
     trusted_proxy_hops: int = Field(default=0, ge=0)
 
+    # Observability: JSON logs, OpenTelemetry traces (exported only when OTEL_EXPORTER_OTLP_* is set), metrics.
+    telemetry_enabled: bool = True
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    service_name: str = "musdpay-payment"
+
     host: str = "127.0.0.1"
     port: int = Field(default=3001, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=15.0, ge=0)

@@ -8,20 +8,28 @@ SQLite's own sleep-and-retry busy handler.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, Engine, MetaData, Numeric, String, create_engine, event
+from sqlalchemy import Connection, DateTime, Dialect, Engine, MetaData, Numeric, String, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import QueuePool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from payment.core.config import Settings
+from payment.core.metrics import InstrumentedQueuePool
 
-__all__ = ["Base", "ExactDecimal", "UTCDateTime", "create_db_engine", "make_session_factory", "session_scope"]
+__all__ = [
+    "Base",
+    "ExactDecimal",
+    "UTCDateTime",
+    "core_transaction",
+    "create_db_engine",
+    "make_session_factory",
+    "session_scope",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -109,7 +117,7 @@ def create_db_engine(settings: Settings) -> Engine:
             url,
             echo=settings.database_echo,
             connect_args={"check_same_thread": False, "timeout": 10},
-            poolclass=QueuePool,
+            poolclass=InstrumentedQueuePool,
             pool_size=1,
             max_overflow=0,
             pool_timeout=30,
@@ -119,6 +127,7 @@ def create_db_engine(settings: Settings) -> Engine:
     return create_engine(
         url,
         echo=settings.database_echo,
+        poolclass=InstrumentedQueuePool,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size * 2,
         pool_pre_ping=True,
@@ -128,6 +137,13 @@ def create_db_engine(settings: Settings) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+
+
+def core_transaction(factory: sessionmaker[Session]) -> AbstractContextManager[Connection]:
+    """A transaction on a plain Connection of the factory's engine, for hot paths that need no ORM session:
+    commits on success, rolls back on error."""
+    engine: Engine = factory.kw["bind"]
+    return engine.begin()
 
 
 @contextmanager

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, exposition, multiprocess
 from starlette.concurrency import run_in_threadpool
 
 from payment.core import migrations
@@ -55,3 +57,15 @@ async def readyz(state: StateDep) -> JSONResponse:
         extensions={"checks": checks},
     )
     return problem_response(problem)
+
+
+@router.get("/metrics", summary="Prometheus metrics (OpenMetrics with exemplars when asked)", include_in_schema=False)
+async def metrics(request: Request, state: StateDep) -> Response:
+    registry = state.telemetry.metrics.registry
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # Several workers: sum their values from the shared directory (no exemplars in this mode).
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    encoder, content_type = exposition.choose_encoder(request.headers.get("accept", ""))
+    body = await run_in_threadpool(encoder, registry)
+    return Response(body, media_type=content_type)

@@ -46,6 +46,9 @@ class OnrampSession(Base):
     last_event_id: Mapped[str] = mapped_column(String(255), default="")
     last_event_created: Mapped[int] = mapped_column(BigInteger, default=0)
 
+    # W3C traceparent of the request that created the session: its webhooks' spans link back to it.
+    creation_traceparent: Mapped[str | None] = mapped_column(String(55))
+
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -25,19 +25,23 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
+from payment.core.db import core_transaction
 from payment.core.faults import crash_point
 from payment.core.problems import Conflict, FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
-from payment.onramp.models import OnrampSession, SessionStatusChange
+from payment.core.telemetry import Telemetry, current_traceparent
+from payment.onramp import store
+from payment.onramp.models import OnrampSession
 from payment.onramp.schemas import CreateSessionRequest, normalize_wallet_address
-from payment.onramp.status import SessionStatus, is_newer
+from payment.onramp.status import FINAL_STATUSES, SessionStatus, is_newer
 from payment.onramp.stripe_gateway import OnrampGateway
 
 __all__ = [
+    "Applied",
     "CreateOutcome",
     "SessionPage",
     "Snapshot",
@@ -46,7 +50,9 @@ __all__ = [
     "get_session",
     "list_sessions",
     "parse_snapshot",
+    "record_applied",
     "recover_stale_creations",
+    "write_snapshot",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +92,32 @@ class Snapshot:
     destination_amount: Decimal | None
     network_fee_amount: Decimal | None
     transaction_fee_amount: Decimal | None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A snapshot that changed a session: its status before and after (equal when only details changed)."""
+
+    session_id: str
+    from_status: SessionStatus
+    to_status: SessionStatus
+    source: str
+    currency: str
+    amount: Decimal
+    created_at: datetime
+    at: datetime
+
+
+def record_applied(telemetry: Telemetry, applied: Applied | None) -> None:
+    """Count a committed change: transitions, volume reaching a final status, time to fulfillment."""
+    if applied is None or applied.from_status is applied.to_status:
+        return
+    metrics = telemetry.metrics
+    metrics.status_transitions.labels(applied.from_status.value, applied.to_status.value, applied.source).inc()
+    if applied.to_status in FINAL_STATUSES and applied.from_status not in FINAL_STATUSES:
+        metrics.payment_volume.labels(applied.currency, applied.to_status.value).inc(float(applied.amount))
+        if applied.to_status is SessionStatus.fulfillment_complete:
+            metrics.fulfillment_duration.observe(max((applied.at - applied.created_at).total_seconds(), 0.0))
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -129,19 +161,25 @@ def create_session(
     idempotency_key: str | None,
     scope: str,
     customer_ip_address: str | None,
+    telemetry: Telemetry,
     clock: Clock = utcnow,
 ) -> CreateOutcome:
     """Create an onramp session at Stripe and store it; replay it for a repeated Idempotency-Key."""
-    _check_business_rules(request, settings)
-    if gateway is None:
-        raise UpstreamProblem(503, "stripe-not-configured", "Stripe is not configured on this service.")
-    fingerprint = _fingerprint(request)
-    key_hash = _sha256(scope, idempotency_key) if idempotency_key is not None else None
-
-    row, lease = _claim_or_insert(factory, settings, request, fingerprint, key_hash, customer_ip_address, clock)
-    if lease is None:
-        return CreateOutcome(session=row, replayed=True)
-    session = _create_at_stripe(factory, gateway, settings, row, lease, source="api", clock=clock)
+    try:
+        _check_business_rules(request, settings)
+        if gateway is None:
+            raise UpstreamProblem(503, "stripe-not-configured", "Stripe is not configured on this service.")
+        fingerprint = _fingerprint(request)
+        key_hash = _sha256(scope, idempotency_key) if idempotency_key is not None else None
+        row, lease = _claim_or_insert(factory, settings, request, fingerprint, key_hash, customer_ip_address, clock)
+        if lease is None:
+            return CreateOutcome(session=row, replayed=True)
+        session = _create_at_stripe(
+            factory, gateway, settings, row, lease, source="api", telemetry=telemetry, clock=clock
+        )
+    except Problem as problem:
+        telemetry.metrics.session_create_failures.labels(problem.slug).inc()
+        raise
     return CreateOutcome(session=session, replayed=False)
 
 
@@ -157,42 +195,42 @@ def _claim_or_insert(
     """The row to create at Stripe with our lease on it, or (existing row, None) for an idempotent replay."""
     for _attempt in range(3):
         now = clock()
-        with factory() as db, db.begin():
+        with core_transaction(factory) as conn:
             if key_hash is not None:
-                existing = db.scalar(select(OnrampSession).where(OnrampSession.idempotency_key == key_hash))
+                existing = store.load_by_idempotency_key(conn, key_hash)
                 if existing is not None:
-                    return _reuse(db, settings, existing, fingerprint, now)
-            row = OnrampSession(
-                id=str(uuid.uuid4()),
-                status=SessionStatus.creating.value,
-                livemode=False,
-                wallet_address=request.wallet_address,
-                source_amount=request.source_amount.quantize(Decimal("0.01")),
-                source_currency=request.source_currency,
-                destination_currency=request.destination_currency,
-                destination_network=request.destination_network,
-                customer_ip_address=customer_ip_address,
-                idempotency_key=key_hash,
-                request_fingerprint=fingerprint,
-                creation_started_at=now,
-                last_event_id="",
-                last_event_created=0,
-                created_at=now,
-                updated_at=now,
-            )
-            db.add(row)
+                    return _reuse(conn, settings, existing, fingerprint, now)
+            values: dict[str, Any] = {
+                "id": str(uuid.uuid4()),
+                "status": SessionStatus.creating.value,
+                "livemode": False,
+                "wallet_address": request.wallet_address,
+                "source_amount": request.source_amount.quantize(Decimal("0.01")),
+                "source_currency": request.source_currency,
+                "destination_currency": request.destination_currency,
+                "destination_network": request.destination_network,
+                "customer_ip_address": customer_ip_address,
+                "idempotency_key": key_hash,
+                "request_fingerprint": fingerprint,
+                "creation_started_at": now,
+                "creation_traceparent": current_traceparent(),
+                "last_event_id": "",
+                "last_event_created": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
             try:
-                db.flush()
+                with conn.begin_nested():
+                    store.insert_session(conn, values)
             except IntegrityError:
                 # Another request inserted the same Idempotency-Key first: read theirs on the next pass.
-                db.rollback()
                 continue
-            return row, now
+            return OnrampSession(**values), now
     raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
 
 
 def _reuse(
-    db: Session, settings: Settings, existing: OnrampSession, fingerprint: str, now: datetime
+    conn: Connection, settings: Settings, existing: OnrampSession, fingerprint: str, now: datetime
 ) -> tuple[OnrampSession, datetime | None]:
     if existing.request_fingerprint != fingerprint:
         raise Conflict(
@@ -206,12 +244,12 @@ def _reuse(
     if started is not None and now - started < lease:
         raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
     # The request that owned this row died: take over its lease and finish its work.
-    claimed = db.execute(
-        update(OnrampSession)
-        .where(OnrampSession.id == existing.id, OnrampSession.creation_started_at == started)
+    claimed = conn.execute(
+        update(store.SESSIONS)
+        .where(store.SESSIONS.c.id == existing.id, store.SESSIONS.c.creation_started_at == started)
         .values(creation_started_at=now)
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    if claimed.rowcount != 1:
         raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
     existing.creation_started_at = now
     return existing, now
@@ -242,6 +280,7 @@ def _create_at_stripe(
     lease: datetime,
     *,
     source: str,
+    telemetry: Telemetry,
     clock: Clock,
 ) -> OnrampSession:
     crash_point(settings, "before_stripe_create")
@@ -252,27 +291,27 @@ def _create_at_stripe(
         _abandon(factory, row.id, lease)
         raise
     crash_point(settings, "after_stripe_create")
-    with factory() as db, db.begin():
-        current = db.get(OnrampSession, row.id, with_for_update=True)
+    with core_transaction(factory) as conn:
+        current = store.load_by_id(conn, row.id, for_update=True)
         if current is None:
             # Deleted meanwhile (a competing attempt failed at Stripe): nothing of ours to attach to.
             raise UpstreamProblem(503, "stripe-unavailable", "The session could not be created.", retry_after=1)
-        apply_snapshot(db, current, snapshot, position=(0, ""), source=source, event_id=None, now=clock())
-        current.creation_started_at = None
+        changes, applied = apply_snapshot(current, snapshot, position=(0, ""), source=source, now=clock())
+        changes["creation_started_at"] = current.creation_started_at = None
+        write_snapshot(conn, current.id, changes, applied, None)
     crash_point(settings, "after_commit")
+    record_applied(telemetry, applied)
+    if applied is not None and applied.from_status is SessionStatus.creating:
+        telemetry.metrics.sessions_created.labels(
+            current.source_currency, current.destination_currency, current.destination_network
+        ).inc()
     return current
 
 
 def _abandon(factory: sessionmaker[Session], session_id: str, lease: datetime) -> None:
     """Delete a row whose creation failed, unless another attempt has taken it over since."""
-    with factory() as db, db.begin():
-        db.execute(
-            delete(OnrampSession).where(
-                OnrampSession.id == session_id,
-                OnrampSession.status == SessionStatus.creating.value,
-                OnrampSession.creation_started_at == lease,
-            )
-        )
+    with core_transaction(factory) as conn:
+        store.delete_if_creating(conn, session_id, lease)
 
 
 def recover_stale_creations(
@@ -280,6 +319,7 @@ def recover_stale_creations(
     factory: sessionmaker[Session],
     gateway: OnrampGateway | None,
     settings: Settings,
+    telemetry: Telemetry,
     clock: Clock = utcnow,
     limit: int = 50,
 ) -> int:
@@ -313,7 +353,7 @@ def recover_stale_creations(
             continue
         handled += 1
         try:
-            _create_at_stripe(factory, gateway, settings, row, now, source="recovery", clock=clock)
+            _create_at_stripe(factory, gateway, settings, row, now, source="recovery", telemetry=telemetry, clock=clock)
         except Problem as problem:
             log.warning("recovery of session %s abandoned: %s", row.id, problem.slug)
     return handled
@@ -362,23 +402,23 @@ def parse_snapshot(obj: Any) -> Snapshot:
 
 
 def apply_snapshot(
-    db: Session,
     row: OnrampSession,
     snapshot: Snapshot,
     *,
     position: tuple[int, str],
     source: str,
-    event_id: str | None,
     now: datetime,
-) -> bool:
-    """Apply Stripe's view of the session if it is newer than what we hold; True if anything changed.
+) -> tuple[dict[str, Any], Applied | None]:
+    """Apply Stripe's view of the session to `row` if it is newer than what it holds.
 
+    Returns the changed columns (to write) and, if the snapshot was newer, what it changed (None otherwise).
     `position` is (event created, event id); the API's own create response uses (0, "") so any event wins.
     """
+    changes: dict[str, Any] = {}
     if row.stripe_session_id is None:
-        row.stripe_session_id = snapshot.stripe_session_id
+        changes["stripe_session_id"] = snapshot.stripe_session_id
     if row.client_secret is None and snapshot.client_secret:
-        row.client_secret = snapshot.client_secret
+        changes["client_secret"] = snapshot.client_secret
     current_status = SessionStatus(row.status)
     current = (current_status, row.last_event_created, row.last_event_id)
     candidate = (snapshot.status, position[0], position[1])
@@ -387,26 +427,49 @@ def apply_snapshot(
     # first must not decide whether we know it. A newer snapshot overrides; none erases.
     for name in ("transaction_id", "destination_amount", "network_fee_amount", "transaction_fee_amount"):
         value = getattr(snapshot, name)
-        if value is not None and (newer or getattr(row, name) is None):
-            setattr(row, name, value)
-    if not newer:
-        return False
-    row.livemode = snapshot.livemode
-    row.last_event_created, row.last_event_id = position
-    if snapshot.status is not current_status:
-        db.add(
-            SessionStatusChange(
-                session_id=row.id,
-                from_status=current_status.value,
-                to_status=snapshot.status.value,
-                source=source,
-                event_id=event_id,
-                occurred_at=now,
-            )
+        if value is not None and value != getattr(row, name) and (newer or getattr(row, name) is None):
+            changes[name] = value
+    applied = None
+    if newer:
+        changes.update(
+            livemode=snapshot.livemode,
+            last_event_created=position[0],
+            last_event_id=position[1],
+            status=snapshot.status.value,
+            updated_at=now,
         )
-        row.status = snapshot.status.value
-    row.updated_at = now
-    return True
+        applied = Applied(
+            session_id=row.id,
+            from_status=current_status,
+            to_status=snapshot.status,
+            source=source,
+            currency=row.source_currency,
+            amount=row.source_amount,
+            created_at=row.created_at,
+            at=now,
+        )
+    elif changes:
+        changes["updated_at"] = now
+    for name, value in changes.items():
+        setattr(row, name, value)
+    return changes, applied
+
+
+def write_snapshot(
+    conn: Connection, row_id: str, changes: dict[str, Any], applied: Applied | None, event_id: str | None
+) -> None:
+    """Persist what apply_snapshot decided: the row's changes and, for a status change, its history entry."""
+    store.update_session(conn, row_id, changes)
+    if applied is not None and applied.from_status is not applied.to_status:
+        store.add_status_change(
+            conn,
+            session_id=row_id,
+            from_status=applied.from_status,
+            to_status=applied.to_status,
+            source=applied.source,
+            event_id=event_id,
+            at=applied.at,
+        )
 
 
 # --- reads -------------------------------------------------------------------------------------------------

@@ -8,14 +8,17 @@ retry (bounded by ``stripe_max_network_retries``) covers connection errors, 409 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import stripe
+from opentelemetry.trace import SpanKind
 
 from payment.core.config import Settings
 from payment.core.problems import Problem, UpstreamProblem
+from payment.core.telemetry import Telemetry
 
 __all__ = ["OnrampGateway", "StripeOnrampGateway", "StripeRejected", "build_stripe_client"]
 
@@ -70,16 +73,52 @@ def _retry_after(headers: Any, default: int) -> int:
 @dataclass
 class StripeOnrampGateway:
     client: stripe.StripeClient
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
     def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        try:
-            response = self.client.raw_request("post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params)
-        except stripe.StripeError as exc:
-            raise _translate(exc) from exc
-        data = response.data
-        if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
-            raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
-        return dict(data)
+        operation = "create_onramp_session"
+        metrics = self.telemetry.metrics
+        started = time.perf_counter()
+        with self.telemetry.tracer.start_as_current_span(
+            "stripe POST /v1/crypto/onramp_sessions",
+            kind=SpanKind.CLIENT,
+            attributes={"peer.service": "stripe", "stripe.operation": operation},
+        ) as span:
+            try:
+                response = self.client.raw_request(
+                    "post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params
+                )
+            except stripe.StripeError as exc:
+                error_type = _error_type(exc)
+                metrics.stripe_errors.labels(operation, error_type).inc()
+                span.set_attribute("error.type", error_type)
+                raise _translate(exc) from exc
+            finally:
+                metrics.stripe_request_duration.labels(operation).observe(time.perf_counter() - started)
+            data = response.data
+            if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
+                metrics.stripe_errors.labels(operation, "invalid_response").inc()
+                raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
+            if response.request_id:
+                span.set_attribute("stripe.request_id", response.request_id)
+            return dict(data)
+
+
+def _error_type(exc: stripe.StripeError) -> str:
+    """A low-cardinality class of the failure, for metrics and spans."""
+    if isinstance(exc, stripe.APIConnectionError):
+        return "timeout" if isinstance(exc.__cause__, httpx.TimeoutException) else "connection"
+    status = exc.http_status or 0
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    if status in (401, 403):
+        return "authentication"
+    code = getattr(exc.error, "code", None) or exc.code or ""
+    if code.startswith("crypto_onramp_"):
+        return "rejected"
+    return "invalid_request"
 
 
 def _translate(exc: stripe.StripeError) -> Problem:

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from payment.core.openapi import problem_responses
 from payment.core.problems import FieldError, ValidationProblem
-from payment.deps import ClientIpDep, FactoryDep, GatewayDep, Principal, PrincipalDep, SettingsDep
+from payment.deps import ClientIpDep, FactoryDep, GatewayDep, Principal, PrincipalDep, SettingsDep, TelemetryDep
 from payment.onramp import service
 from payment.onramp.models import OnrampSession
 from payment.onramp.schemas import CreateSessionRequest, SessionOut, SessionPage, TransactionDetailsOut
@@ -70,6 +70,7 @@ def create_session(
     settings: SettingsDep,
     principal: PrincipalDep,
     client_ip: ClientIpDep,
+    telemetry: TelemetryDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> SessionOut:
     _check_idempotency_key(idempotency_key)
@@ -81,6 +82,7 @@ def create_session(
         idempotency_key=idempotency_key,
         scope=principal.idempotency_scope,
         customer_ip_address=client_ip,
+        telemetry=telemetry,
     )
     response.headers["Location"] = f"{router.prefix}/sessions/{outcome.session.id}"
     if outcome.replayed:

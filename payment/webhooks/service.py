@@ -13,23 +13,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import stripe
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
+from payment.core.db import core_transaction
 from payment.core.faults import crash_point
+from payment.core.metrics import event_type_label
 from payment.core.problems import FieldError, Problem, UpstreamProblem, ValidationProblem
-from payment.onramp.models import OnrampSession
-from payment.onramp.service import apply_snapshot, parse_snapshot
+from payment.core.telemetry import Telemetry, link_current_span
+from payment.onramp import store
+from payment.onramp.service import Applied, apply_snapshot, parse_snapshot, record_applied, write_snapshot
 from payment.webhooks.models import WebhookEvent
 
 __all__ = ["InvalidSignature", "Outcome", "ingest_event", "verify_signature"]
 
 log = logging.getLogger(__name__)
+
+EVENTS = cast(Table, WebhookEvent.__table__)
+_INSERT_EVENT = insert(EVENTS)
+_EVENT_EXISTS = select(EVENTS.c.id).where(EVENTS.c.id == bindparam("event_id"))
 
 SESSION_UPDATED = "crypto.onramp_session_updated"
 
@@ -103,63 +110,87 @@ def ingest_event(
     *,
     factory: sessionmaker[Session],
     settings: Settings,
+    telemetry: Telemetry,
     payload: bytes,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> IngestResult:
     """Record and apply one verified event; call only after verify_signature."""
-    event = _parse_event(payload)
+    metrics = telemetry.metrics
+    with telemetry.tracer.start_as_current_span("stripe.webhook.process") as span:
+        try:
+            event = _parse_event(payload)
+        except Problem:
+            metrics.webhook_events.labels("unknown", "invalid_payload").inc()
+            raise
+        event_id: str = event["id"]
+        event_type: str = event["type"]
+        span.set_attributes({"stripe.event.id": event_id, "stripe.event.type": event_type})
+        try:
+            result, applied = _record_and_apply(factory, settings, event, payload, clock())
+        except Exception:
+            metrics.webhook_events.labels(event_type_label(event_type), "failed").inc()
+            raise
+        span.set_attribute("musdpay.webhook.outcome", result.outcome.value)
+        if result.session_id:
+            span.set_attribute("musdpay.session.id", result.session_id)
+    metrics.webhook_events.labels(event_type_label(event_type), result.outcome.value).inc()
+    if result.outcome is not Outcome.duplicate:
+        metrics.webhook_lag.observe(max(clock().timestamp() - event["created"], 0.0))
+    record_applied(telemetry, applied)
+    return result
+
+
+def _record_and_apply(
+    factory: sessionmaker[Session], settings: Settings, event: dict[str, Any], payload: bytes, now: datetime
+) -> tuple[IngestResult, Applied | None]:
     event_id: str = event["id"]
     event_type: str = event["type"]
     obj: dict[str, Any] = event["data"]["object"]
-    now = clock()
-    with factory() as db, db.begin():
-        record = WebhookEvent(
-            id=event_id,
-            type=event_type[:128],
-            livemode=bool(event.get("livemode", False)),
-            stripe_created=event["created"],
-            received_at=now,
-            processed_at=None,
-            outcome=Outcome.ignored.value,
-            stripe_object_id=str(obj.get("id"))[:255] if obj.get("id") else None,
-            payload=payload.decode("utf-8"),
-        )
-        db.add(record)
-        try:
-            db.flush()
-        except IntegrityError:
-            db.rollback()
-            return IngestResult(event_id, event_type, Outcome.duplicate, None)
-        outcome, session_id = _apply(db, event, obj, now)
-        record.outcome = outcome.value
-        record.session_id = session_id
-        record.processed_at = now
-        crash_point(settings, "webhook_before_commit")
-    return IngestResult(event_id, event_type, outcome, session_id)
+    try:
+        with core_transaction(factory) as conn:
+            outcome, session_id, applied = _apply(conn, event, obj, now)
+            # Recorded last: if the id is taken (a duplicate delivery), the unique key fails the insert and the
+            # whole transaction, the session's changes included, rolls back.
+            conn.execute(
+                _INSERT_EVENT,
+                {
+                    "id": event_id,
+                    "type": event_type[:128],
+                    "livemode": bool(event.get("livemode", False)),
+                    "stripe_created": event["created"],
+                    "received_at": now,
+                    "processed_at": now,
+                    "outcome": outcome.value,
+                    "session_id": session_id,
+                    "stripe_object_id": str(obj.get("id"))[:255] if obj.get("id") else None,
+                    "payload": payload.decode("utf-8"),
+                },
+            )
+            crash_point(settings, "webhook_before_commit")
+    except IntegrityError:
+        with factory() as db:
+            if db.execute(_EVENT_EXISTS, {"event_id": event_id}).first() is None:
+                raise
+        return IngestResult(event_id, event_type, Outcome.duplicate, None), None
+    return IngestResult(event_id, event_type, outcome, session_id), applied
 
 
-def _apply(db: Session, event: dict[str, Any], obj: dict[str, Any], now: datetime) -> tuple[Outcome, str | None]:
+def _apply(
+    conn: Connection, event: dict[str, Any], obj: dict[str, Any], now: datetime
+) -> tuple[Outcome, str | None, Applied | None]:
     if event["type"] != SESSION_UPDATED:
-        return Outcome.ignored, None
+        return Outcome.ignored, None, None
     try:
         snapshot = parse_snapshot(obj)
     except Problem:
         log.warning("webhook %s carries an object that is not an onramp session", event["id"])
-        return Outcome.ignored, None
-    conditions = [OnrampSession.stripe_session_id == snapshot.stripe_session_id]
-    if snapshot.our_session_id:
-        # The webhook may outrun the create response: find the row by the id we put in Stripe's metadata.
-        conditions.append((OnrampSession.id == snapshot.our_session_id) & (OnrampSession.stripe_session_id.is_(None)))
-    row = db.scalars(select(OnrampSession).where(or_(*conditions)).with_for_update()).first()
+        return Outcome.ignored, None, None
+    row = store.load_for_snapshot(conn, snapshot.stripe_session_id, snapshot.our_session_id)
     if row is None:
-        return Outcome.unknown_session, None
-    applied = apply_snapshot(
-        db,
-        row,
-        snapshot,
-        position=(event["created"], event["id"]),
-        source="webhook",
-        event_id=event["id"],
-        now=now,
+        return Outcome.unknown_session, None, None
+    link_current_span(row.creation_traceparent)
+    changes, applied = apply_snapshot(
+        row, snapshot, position=(event["created"], event["id"]), source="webhook", now=now
     )
-    return (Outcome.processed if applied else Outcome.out_of_order), row.id
+    write_snapshot(conn, row.id, changes, applied, event["id"])
+    return (Outcome.processed if applied else Outcome.out_of_order), row.id, applied

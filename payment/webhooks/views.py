@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from payment.core.openapi import problem_responses
-from payment.deps import FactoryDep, SettingsDep
+from payment.deps import FactoryDep, SettingsDep, TelemetryDep
 from payment.webhooks import service
 
 __all__ = ["router"]
@@ -33,10 +33,18 @@ async def stripe_webhook(
     request: Request,
     factory: FactoryDep,
     settings: SettingsDep,
+    telemetry: TelemetryDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> WebhookAck:
     payload = await request.body()
     secrets = [secret.get_secret_value() for secret in settings.stripe_webhook_secrets]
-    service.verify_signature(payload, stripe_signature, secrets, settings.stripe_webhook_tolerance_seconds)
-    result = await run_in_threadpool(service.ingest_event, factory=factory, settings=settings, payload=payload)
+    try:
+        service.verify_signature(payload, stripe_signature, secrets, settings.stripe_webhook_tolerance_seconds)
+    except service.InvalidSignature:
+        # The payload is untrusted, so its event type is not read.
+        telemetry.metrics.webhook_events.labels("unknown", "invalid_signature").inc()
+        raise
+    result = await run_in_threadpool(
+        service.ingest_event, factory=factory, settings=settings, telemetry=telemetry, payload=payload
+    )
     return WebhookAck(received=True, eventId=result.event_id, outcome=result.outcome.value)

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from payment.core import migrations
 from tests.support.services import ROOT, free_port, musdpay_command, start_process, wait_http_ok
 from tests.support.waiting import wait_until
 
@@ -27,7 +28,8 @@ def test_db_upgrade_brings_an_empty_database_to_head(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0001 (head 0001)" in result.stdout
+    head = migrations.head_revision()
+    assert f"database at revision {head} (head {head})" in result.stdout
 
 
 def test_the_readme_flow_runs_on_the_dev_stack(tmp_path: Path) -> None:

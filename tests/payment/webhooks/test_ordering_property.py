@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
+from payment.core.telemetry import Telemetry
 from payment.onramp.models import OnrampSession
 from payment.webhooks.service import ingest_event
 from tests.payment.conftest import event_payload, onramp_object, seed_session
@@ -48,6 +49,7 @@ def _deliver(factory: sessionmaker[Session], settings: Settings, events: list[di
         ingest_event(
             factory=factory,
             settings=settings,
+            telemetry=Telemetry(),
             payload=event_payload(obj, event_id=ids[index], created=event["created"]),
         )
     with factory() as db:

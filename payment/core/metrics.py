@@ -1,0 +1,221 @@
+"""Every Prometheus metric of the payment API, in one place (the contract is docs/metrics.md).
+
+Names follow Prometheus conventions: `musdpay_<subsystem>_<name>_<unit>`, base units, `_total` counters. Labels
+are low-cardinality by construction: route templates, statuses, outcomes and error classes; never a wallet
+address, a session or event id, or a raw path.
+
+Each application builds its own `PaymentMetrics` on its own `CollectorRegistry`, so tests never share state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlalchemy.pool import QueuePool
+
+__all__ = ["KNOWN_EVENT_TYPES", "PaymentMetrics", "PoolCollector", "event_type_label"]
+
+NAMESPACE = "musdpay"
+
+# Request latency buckets (seconds): dense where the API answers (1-100 ms), sparse above.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Minutes to hours: how long a buyer takes to pay and Stripe to deliver.
+FULFILLMENT_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400)
+LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+
+# Event types we label by name; anything else Stripe sends is counted as "other".
+KNOWN_EVENT_TYPES = frozenset({"crypto.onramp_session_updated"})
+
+
+def event_type_label(event_type: str) -> str:
+    return event_type if event_type in KNOWN_EVENT_TYPES else "other"
+
+
+class PaymentMetrics:
+    """The metric families of one application instance."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process_collectors: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        if process_collectors:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+        # RED of the HTTP API.
+        self.http_request_duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status code.",
+            ["method", "route", "status_code"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_requests_in_flight = Gauge(
+            "http_requests_in_flight",
+            "HTTP requests being answered right now.",
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
+        # Onramp sessions.
+        self.sessions_created = Counter(
+            "onramp_sessions_created_total",
+            "Onramp sessions created at Stripe and stored.",
+            ["source_currency", "destination_currency", "destination_network"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.session_create_failures = Counter(
+            "onramp_session_create_failures_total",
+            "Session creations that failed, by problem type (stripe-rejected, stripe-unavailable, ...).",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.status_transitions = Counter(
+            "onramp_status_transitions_total",
+            "Session status changes applied, by previous and new status and what caused them.",
+            ["from_status", "to_status", "source"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.payment_volume = Counter(
+            "onramp_payment_volume_total",
+            "Fiat amount of sessions that reached a final status, in major units of the currency.",
+            ["currency", "status"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.fulfillment_duration = Histogram(
+            "onramp_fulfillment_duration_seconds",
+            "Time from session creation to fulfillment_complete.",
+            namespace=NAMESPACE,
+            buckets=FULFILLMENT_BUCKETS,
+            registry=r,
+        )
+
+        # Stripe webhooks.
+        self.webhook_events = Counter(
+            "webhook_events_total",
+            "Stripe webhook deliveries, by event type and outcome "
+            "(processed, duplicate, out_of_order, unknown_session, ignored, invalid_signature, invalid_payload, "
+            "failed).",
+            ["type", "outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.webhook_lag = Histogram(
+            "webhook_lag_seconds",
+            "Time from Stripe creating an event to this service processing it.",
+            namespace=NAMESPACE,
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+
+        # Calls to Stripe.
+        self.stripe_request_duration = Histogram(
+            "stripe_request_duration_seconds",
+            "Duration of calls to the Stripe API (SDK retries included), by operation.",
+            ["operation"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stripe_errors = Counter(
+            "stripe_errors_total",
+            "Failed calls to the Stripe API, by operation and error class "
+            "(timeout, connection, rate_limited, server_error, authentication, rejected, invalid_request).",
+            ["operation", "error_type"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+
+        # MUSD delivery on Mezo (recorded by the delivery component).
+        self.deliveries = Counter(
+            "delivery_total",
+            "MUSD deliveries that reached an outcome, by delivery mode and outcome.",
+            ["mode", "outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.delivery_duration = Histogram(
+            "delivery_duration_seconds",
+            "Time from payment completion to the MUSD delivery being verified on chain, by mode.",
+            ["mode"],
+            namespace=NAMESPACE,
+            buckets=FULFILLMENT_BUCKETS,
+            registry=r,
+        )
+
+        # Database pool saturation; the gauges are read from the pool at scrape time (PoolCollector).
+        self.db_pool_wait = Histogram(
+            "db_pool_wait_seconds",
+            "Time a request waited for a database connection from the pool.",
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def watch_pool(self, engine: Engine) -> None:
+        """Expose the engine's pool occupancy and time its checkouts."""
+        self.registry.register(PoolCollector(engine))
+        pool = engine.pool
+        if isinstance(pool, InstrumentedQueuePool):
+            pool.wait_histogram = self.db_pool_wait
+
+
+class InstrumentedQueuePool(QueuePool):
+    """A QueuePool that reports how long each checkout waited (SQLAlchemy has no event before a checkout)."""
+
+    wait_histogram: Histogram | None = None
+
+    def _do_get(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            if self.wait_histogram is not None:
+                self.wait_histogram.observe(time.perf_counter() - started)
+
+    def recreate(self) -> InstrumentedQueuePool:
+        pool: InstrumentedQueuePool = super().recreate()  # type: ignore[assignment]
+        pool.wait_histogram = self.wait_histogram
+        return pool
+
+
+class PoolCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self._engine.pool
+        in_use = GaugeMetricFamily(
+            f"{NAMESPACE}_db_pool_connections_in_use", "Database connections checked out of the pool."
+        )
+        size = GaugeMetricFamily(
+            f"{NAMESPACE}_db_pool_size", "Connections the pool keeps open at most, overflow aside."
+        )
+        overflow = GaugeMetricFamily(
+            f"{NAMESPACE}_db_pool_overflow_connections", "Connections opened beyond the pool size right now."
+        )
+        if isinstance(pool, QueuePool):
+            in_use.add_metric([], pool.checkedout())
+            size.add_metric([], pool.size())
+            overflow.add_metric([], max(pool.overflow(), 0))
+        yield in_use
+        yield size
+        yield overflow

@@ -1,0 +1,90 @@
+"""Traces and metrics of one application instance, built once and injected where they are recorded.
+
+Tracing uses the OpenTelemetry SDK. Spans are exported only when an OTLP endpoint is configured through the
+standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, OTLP over HTTP), so
+nothing leaves a development machine by default; trace ids still exist, for logs and exemplars. Sampling is
+parent-based (a dApp's sampled `traceparent` is honoured) with `MUSDPAY_TRACE_SAMPLE_RATIO` for new traces.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from payment.core.metrics import PaymentMetrics
+
+__all__ = ["Telemetry", "build_tracer_provider", "current_trace_id", "current_traceparent", "link_current_span"]
+
+TRACER_NAME = "musdpay.payment"
+
+
+def build_tracer_provider(
+    *, sample_ratio: float, service_name: str, processors: list[SpanProcessor] | None = None
+) -> TracerProvider:
+    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    for processor in processors or []:
+        provider.add_span_processor(processor)
+    if processors is None and (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        # Imported only when used: the exporter pulls in protobuf.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter: SpanExporter = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+@dataclass
+class Telemetry:
+    """What the services record into: metrics always; spans through `tracer`."""
+
+    metrics: PaymentMetrics = field(default_factory=lambda: PaymentMetrics(process_collectors=False))
+    tracer_provider: TracerProvider | None = None
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        if self.tracer_provider is None:
+            return trace.NoOpTracer()
+        return self.tracer_provider.get_tracer(TRACER_NAME)
+
+    def shutdown(self) -> None:
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+
+
+def current_trace_id() -> str | None:
+    """The sampled trace id of the current span, for exemplars (an unsampled trace cannot be looked up)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid and context.trace_flags.sampled:
+        return format(context.trace_id, "032x")
+    return None
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current sampled span, to keep with a record its later events can link to."""
+    context = trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
+
+
+def link_current_span(traceparent: str | None) -> None:
+    """Link the current span to the span that wrote `traceparent` (e.g. a webhook to the session's creation)."""
+    if not traceparent:
+        return
+    parts = traceparent.split("-")
+    try:
+        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+    except (IndexError, ValueError):
+        return
+    linked = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
+    if linked.is_valid:
+        trace.get_current_span().add_link(linked, {"musdpay.link": "session.created"})

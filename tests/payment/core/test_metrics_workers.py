@@ -1,0 +1,57 @@
+"""With several workers (`musdpay serve --workers 2`), /metrics counts every worker's requests exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.services import free_port, musdpay_command, start_process, wait_http_ok
+from tests.support.stack import API_KEY, WEBHOOK_SECRET
+
+pytestmark = pytest.mark.integration
+
+ROUTE = "/api/v1/onramp/sessions/{session_id}"
+
+
+def not_found_count(text: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "musdpay_http_request_duration_seconds_count"
+        and sample.labels.get("route") == ROUTE
+        and sample.labels.get("status_code") == "404"
+    )
+
+
+def test_two_workers_report_the_sum_of_their_requests(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "MUSDPAY_ENVIRONMENT": "test",
+        "MUSDPAY_AUTO_MIGRATE": "true",
+        "MUSDPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.sqlite'}",
+        "MUSDPAY_STRIPE_SECRET_KEY": API_KEY,
+        "MUSDPAY_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+    }
+    api = start_process(
+        musdpay_command("serve", "--port", str(port), "--workers", "2"), env=env, log_path=tmp_path / "api.log"
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/healthz", api)
+        requests = 40
+        for _ in range(requests):
+            # A new connection each time, so the kernel spreads them over both workers.
+            response = httpx.get(f"{url}/api/v1/onramp/sessions/{uuid.uuid4()}", headers={"Connection": "close"})
+            assert response.status_code == 404
+        for _ in range(5):  # whichever worker answers the scrape, the total is the same
+            scrape = httpx.get(f"{url}/metrics", headers={"Connection": "close"})
+            assert not_found_count(scrape.text) == requests
+    finally:
+        api.stop()
+    workers = {line for line in api.log().splitlines() if "Started server process" in line}
+    assert len(workers) == 2  # two worker processes really served
