@@ -14,7 +14,6 @@ import stripe
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.metrics import NoOpMeterProvider
@@ -69,18 +68,12 @@ def build_telemetry(settings: Settings) -> Telemetry:
     return Telemetry(metrics=metrics, tracer_provider=provider)
 
 
-def _instrument(app: FastAPI, state: AppState, client: stripe.StripeClient | None) -> None:
-    """Spans for requests, SQL and the HTTP calls to Stripe, all on the application's own tracer provider."""
+def _instrument(state: AppState, client: stripe.StripeClient | None) -> None:
+    """Spans for SQL and the HTTP calls to Stripe, on the application's own tracer provider (request spans come
+    from ObservabilityMiddleware)."""
     provider = state.telemetry.tracer_provider
     if provider is None:
         return
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=provider,
-        meter_provider=NoOpMeterProvider(),  # RED metrics come from our middleware, in Prometheus
-        excluded_urls="/healthz,/readyz,/metrics",
-        exclude_spans=["receive", "send"],
-    )
     # Per engine, not SQLAlchemyInstrumentor().instrument(): that is a process-wide singleton which also patches
     # create_engine, so a second application in the same process (tests, workers) would get no SQL spans.
     EngineTracer(  # type: ignore[no-untyped-call]
@@ -144,7 +137,10 @@ def create_app(
     )
     if settings.telemetry_enabled:
         multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
-        app.add_middleware(ObservabilityMiddleware, metrics=telemetry.metrics, exemplars=not multiprocess)
+        tracer = telemetry.tracer if telemetry.tracer_provider is not None else None
+        app.add_middleware(
+            ObservabilityMiddleware, metrics=telemetry.metrics, tracer=tracer, exemplars=not multiprocess
+        )
     app.include_router(health_router)
     app.include_router(onramp_router)
     app.include_router(webhooks_router)
@@ -156,7 +152,7 @@ def create_app(
             raise NotFound(f"No problem type {slug!r}.")
         return HTMLResponse(f"<!doctype html><title>{slug}</title><h1>{slug}</h1><p>{description}</p>")
 
-    _instrument(app, state, client)
+    _instrument(state, client)
     return app
 
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from payment.core.config import Settings
 from payment.core.telemetry import Telemetry
 from payment.onramp.stripe_gateway import OnrampGateway
 
+T = TypeVar("T")
+
 __all__ = [
     "AppState",
-    "ClientIpDep",
     "FactoryDep",
     "GatewayDep",
     "Principal",
@@ -24,6 +27,7 @@ __all__ = [
     "SettingsDep",
     "StateDep",
     "TelemetryDep",
+    "client_ip",
 ]
 
 
@@ -34,6 +38,17 @@ class AppState:
     factory: sessionmaker[Session]
     gateway: OnrampGateway | None
     telemetry: Telemetry
+
+    async def run_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run short database work: inline on SQLite, in the thread pool otherwise.
+
+        SQLite is a local file with one pooled connection, so its short transactions cost less than the hop
+        to a worker thread (and the lock traffic of many threads queueing on one connection); PostgreSQL
+        waits on the network, so it must not block the event loop.
+        """
+        if self.engine.dialect.name == "sqlite":
+            return function(**kwargs)
+        return await run_in_threadpool(function, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ def get_principal() -> Principal:
     return Principal(kind="anonymous", subject="")
 
 
-def get_client_ip(request: Request, settings: Annotated[Settings, Depends(get_settings_dep)]) -> str | None:
+def client_ip(request: Request, settings: Settings) -> str | None:
     """The buyer's IP for Stripe's fraud and country checks; X-Forwarded-For is trusted only behind our proxies."""
     candidate = request.client.host if request.client else None
     hops = settings.trusted_proxy_hops
@@ -100,5 +115,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
 GatewayDep = Annotated[OnrampGateway | None, Depends(get_gateway)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-ClientIpDep = Annotated[str | None, Depends(get_client_ip)]
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]

@@ -1,8 +1,12 @@
-"""One lean ASGI middleware for what every request needs observed: request id, RED metrics, the access log.
+"""One lean ASGI middleware for what every request needs observed: the server span, request id, RED metrics
+and the access log.
 
-It is plain ASGI (no BaseHTTPMiddleware) so it adds microseconds, not a task per request. It sits inside the
-OpenTelemetry middleware, so the request's span is current here and its trace id can label the latency
-exemplar and the access-log line.
+It is plain ASGI (no BaseHTTPMiddleware), so it adds tens of microseconds, not a task per request. It opens the
+request's server span itself instead of using opentelemetry-instrumentation-fastapi: with this FastAPI, that
+middleware flattens the whole route tree on every request to name its span, and costs more than the rest of a
+webhook's handling (measured with py-spy, see docs/benchmarks.md). The span follows the semantic conventions
+(`http.request.method`, `http.route`, `http.response.status_code`, `url.path`) and continues a W3C
+`traceparent`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payment.core.logs import REQUEST_CONTEXT, RequestContext
@@ -28,10 +36,33 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _ScopeHeaders(Getter[Scope]):
+    """Reads propagation headers (traceparent, tracestate, baggage) from an ASGI scope."""
+
+    def get(self, carrier: Scope, key: str) -> list[str] | None:
+        wanted = key.lower().encode("latin-1")
+        values = [value.decode("latin-1") for name, value in carrier.get("headers", ()) if name == wanted]
+        return values or None
+
+    def keys(self, carrier: Scope) -> list[str]:
+        return [name.decode("latin-1") for name, _ in carrier.get("headers", ())]
+
+
+_HEADERS = _ScopeHeaders()
+
+
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: PaymentMetrics, *, exemplars: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: PaymentMetrics,
+        *,
+        tracer: trace.Tracer | None = None,
+        exemplars: bool = True,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.tracer = tracer
         self.exemplars = exemplars
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,9 +85,13 @@ class ObservabilityMiddleware:
         in_flight = self.metrics.http_requests_in_flight
         in_flight.inc()
         started = time.perf_counter()
+        span = self._start_span(scope)
+        span_token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if span is not None:
+                self._end_span(span, scope["method"], context.route, status)
             elapsed = time.perf_counter() - started
             in_flight.dec()
             route = context.route  # the template (`/api/v1/onramp/sessions/{session_id}`), never the raw path
@@ -74,6 +109,29 @@ class ObservabilityMiddleware:
                     extra={"method": method, "status_code": status, "duration_ms": round(elapsed * 1000, 3)},
                 )
             REQUEST_CONTEXT.reset(token)
+            if span_token is not None:  # last: the exemplar and the access log above read the current span
+                otel_context.detach(span_token)
+
+    def _start_span(self, scope: Scope) -> trace.Span | None:
+        if self.tracer is None or scope["path"] in QUIET_PATHS:
+            return None
+        method = scope["method"]
+        return self.tracer.start_span(
+            method,  # renamed to "METHOD /route/template" once routing has matched
+            context=propagate.extract(scope, getter=_HEADERS),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": scope["path"], "url.scheme": scope["scheme"]},
+        )
+
+    @staticmethod
+    def _end_span(span: trace.Span, method: str, route: str, status: int) -> None:
+        if span.is_recording():
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
 from payment.core.metrics import PaymentMetrics
 
@@ -24,16 +24,25 @@ __all__ = ["Telemetry", "build_tracer_provider", "current_trace_id", "current_tr
 TRACER_NAME = "musdpay.payment"
 
 
+def otlp_configured() -> bool:
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
 def build_tracer_provider(
     *, sample_ratio: float, service_name: str, processors: list[SpanProcessor] | None = None
 ) -> TracerProvider:
+    """A provider that exports over OTLP when configured, or to the given processors (tests).
+
+    With nowhere to send spans, nothing is recorded (ALWAYS_OFF): spans still carry trace ids, so logs stay
+    correlated with the dApp's traceparent, but no CPU is spent building spans nobody will read.
+    """
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service_name)})
-    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    exporting = processors is not None or otlp_configured()
+    sampler = ParentBased(TraceIdRatioBased(sample_ratio)) if exporting else ALWAYS_OFF
+    provider = TracerProvider(resource=resource, sampler=sampler)
     for processor in processors or []:
         provider.add_span_processor(processor)
-    if processors is None and (
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    ):
+    if processors is None and exporting:
         # Imported only when used: the exporter pulls in protobuf.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

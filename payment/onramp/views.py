@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from payment.core.openapi import problem_responses
 from payment.core.problems import FieldError, ValidationProblem
-from payment.deps import ClientIpDep, FactoryDep, GatewayDep, Principal, PrincipalDep, SettingsDep, TelemetryDep
+from payment.deps import Principal, PrincipalDep, StateDep, client_ip
 from payment.onramp import service
 from payment.onramp.models import OnrampSession
 from payment.onramp.schemas import CreateSessionRequest, SessionOut, SessionPage, TransactionDetailsOut
@@ -64,25 +63,22 @@ def _check_idempotency_key(key: str | None) -> None:
 )
 def create_session(
     body: CreateSessionRequest,
+    request: Request,
     response: Response,
-    factory: FactoryDep,
-    gateway: GatewayDep,
-    settings: SettingsDep,
+    state: StateDep,
     principal: PrincipalDep,
-    client_ip: ClientIpDep,
-    telemetry: TelemetryDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> SessionOut:
     _check_idempotency_key(idempotency_key)
     outcome = service.create_session(
-        factory=factory,
-        gateway=gateway,
-        settings=settings,
+        factory=state.factory,
+        gateway=state.gateway,
+        settings=state.settings,
         request=body,
         idempotency_key=idempotency_key,
         scope=principal.idempotency_scope,
-        customer_ip_address=client_ip,
-        telemetry=telemetry,
+        customer_ip_address=client_ip(request, state.settings),
+        telemetry=state.telemetry,
     )
     response.headers["Location"] = f"{router.prefix}/sessions/{outcome.session.id}"
     if outcome.replayed:
@@ -103,9 +99,9 @@ def _visible_secret(principal: Principal, row: OnrampSession) -> bool:
     summary="Get one onramp session",
 )
 async def get_session(
-    session_id: Annotated[str, Path(max_length=64)], factory: FactoryDep, principal: PrincipalDep
+    session_id: Annotated[str, Path(max_length=64)], state: StateDep, principal: PrincipalDep
 ) -> SessionOut:
-    row = await run_in_threadpool(service.get_session, factory=factory, session_id=session_id)
+    row = await state.run_db(service.get_session, factory=state.factory, session_id=session_id)
     return to_out(row, include_secret=_visible_secret(principal, row))
 
 
@@ -117,16 +113,16 @@ async def get_session(
     summary="List onramp sessions, newest first",
 )
 async def list_sessions(
-    factory: FactoryDep,
+    state: StateDep,
     principal: PrincipalDep,
     wallet_address: Annotated[str | None, Query(alias="walletAddress", max_length=64)] = None,
     session_status: Annotated[SessionStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> SessionPage:
-    page = await run_in_threadpool(
+    page = await state.run_db(
         service.list_sessions,
-        factory=factory,
+        factory=state.factory,
         wallet_address=wallet_address,
         status=session_status,
         limit=limit,
