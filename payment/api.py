@@ -27,7 +27,7 @@ from payment.core.logs import configure_logging
 from payment.core.metrics import PaymentMetrics
 from payment.core.middleware import ObservabilityMiddleware
 from payment.core.problems import PROBLEM_TYPES, NotFound, install_problem_handlers
-from payment.core.telemetry import Telemetry, build_tracer_provider
+from payment.core.telemetry import Telemetry, build_tracer_provider, otlp_configured
 from payment.deps import AppState
 from payment.health.views import router as health_router
 from payment.onramp import service as onramp_service
@@ -65,14 +65,14 @@ def build_telemetry(settings: Settings) -> Telemetry:
     if not settings.telemetry_enabled:
         return Telemetry(metrics=metrics)
     provider = build_tracer_provider(sample_ratio=settings.trace_sample_ratio, service_name=settings.service_name)
-    return Telemetry(metrics=metrics, tracer_provider=provider)
+    return Telemetry(metrics=metrics, tracer_provider=provider, exporting=otlp_configured())
 
 
 def _instrument(state: AppState, client: stripe.StripeClient | None) -> None:
     """Spans for SQL and the HTTP calls to Stripe, on the application's own tracer provider (request spans come
     from ObservabilityMiddleware)."""
     provider = state.telemetry.tracer_provider
-    if provider is None:
+    if provider is None or not state.telemetry.exporting:
         return
     # Per engine, not SQLAlchemyInstrumentor().instrument(): that is a process-wide singleton which also patches
     # create_engine, so a second application in the same process (tests, workers) would get no SQL spans.

@@ -57,6 +57,8 @@ class Telemetry:
 
     metrics: PaymentMetrics = field(default_factory=lambda: PaymentMetrics(process_collectors=False))
     tracer_provider: TracerProvider | None = None
+    # Whether spans go anywhere; without that, per-statement and per-call instrumentation is not installed.
+    exporting: bool = False
 
     @property
     def tracer(self) -> trace.Tracer:

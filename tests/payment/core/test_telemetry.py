@@ -78,6 +78,7 @@ def observed(tmp_path: Path, database_url: str) -> Iterator[Observed]:
         tracer_provider=build_tracer_provider(
             sample_ratio=1.0, service_name="musdpay-test", processors=[SimpleSpanProcessor(spans)]
         ),
+        exporting=True,
     )
     logs = io.StringIO()
     handler = logging.StreamHandler(logs)
