@@ -66,7 +66,8 @@ class Principal:
         return self.kind == "wallet" and self.subject == wallet_address
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def`: FastAPI runs a plain `def` dependency in the thread pool, a hop per request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.musdpay
     return state
 
@@ -74,23 +75,23 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_factory(state: StateDep) -> sessionmaker[Session]:
+async def get_factory(state: StateDep) -> sessionmaker[Session]:
     return state.factory
 
 
-def get_gateway(state: StateDep) -> OnrampGateway | None:
+async def get_gateway(state: StateDep) -> OnrampGateway | None:
     return state.gateway
 
 
-def get_telemetry(state: StateDep) -> Telemetry:
+async def get_telemetry(state: StateDep) -> Telemetry:
     return state.telemetry
 
 
-def get_principal() -> Principal:
+async def get_principal() -> Principal:
     return Principal(kind="anonymous", subject="")
 
 

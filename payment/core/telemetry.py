@@ -60,11 +60,11 @@ class Telemetry:
     # Whether spans go anywhere; without that, per-statement and per-call instrumentation is not installed.
     exporting: bool = False
 
-    @property
-    def tracer(self) -> trace.Tracer:
-        if self.tracer_provider is None:
-            return trace.NoOpTracer()
-        return self.tracer_provider.get_tracer(TRACER_NAME)
+    def __post_init__(self) -> None:
+        # Built once: get_tracer() creates a new instrumentation scope each call.
+        self.tracer: trace.Tracer = (
+            trace.NoOpTracer() if self.tracer_provider is None else self.tracer_provider.get_tracer(TRACER_NAME)
+        )
 
     def shutdown(self) -> None:
         if self.tracer_provider is not None:
