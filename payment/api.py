@@ -81,10 +81,10 @@ def _instrument(state: AppState, client: stripe.StripeClient | None) -> None:
         state.engine,
         NoOpMeterProvider().get_meter("musdpay").create_up_down_counter("unused"),
     )
-    http = getattr(client, "_requestor", None)
-    httpx_client = getattr(getattr(http, "_client", None), "_client", None)
-    if isinstance(httpx_client, httpx.Client):
-        HTTPXClientInstrumentor.instrument_client(httpx_client, tracer_provider=provider)
+    http = getattr(getattr(client, "_requestor", None), "_client", None)
+    for httpx_client in (getattr(http, "_client", None), getattr(http, "_client_async", None)):
+        if isinstance(httpx_client, httpx.Client | httpx.AsyncClient):
+            HTTPXClientInstrumentor.instrument_client(httpx_client, tracer_provider=provider)
 
 
 def create_app(

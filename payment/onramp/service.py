@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -152,8 +152,12 @@ def _fingerprint(request: CreateSessionRequest) -> str:
 # --- creation ----------------------------------------------------------------------------------------------
 
 
-def create_session(
+DbRunner = Callable[..., Awaitable[Any]]
+
+
+async def create_session(
     *,
+    run_db: DbRunner,
     factory: sessionmaker[Session],
     gateway: OnrampGateway | None,
     settings: Settings,
@@ -164,26 +168,54 @@ def create_session(
     telemetry: Telemetry,
     clock: Clock = utcnow,
 ) -> CreateOutcome:
-    """Create an onramp session at Stripe and store it; replay it for a repeated Idempotency-Key."""
+    """Create an onramp session at Stripe and store it; replay it for a repeated Idempotency-Key.
+
+    `run_db` runs each short database step (inline on SQLite, in a worker thread on PostgreSQL); the Stripe
+    call is awaited, so no thread waits on the network.
+    """
     try:
         _check_business_rules(request, settings)
         if gateway is None:
             raise UpstreamProblem(503, "stripe-not-configured", "Stripe is not configured on this service.")
         fingerprint = _fingerprint(request)
         key_hash = _sha256(scope, idempotency_key) if idempotency_key is not None else None
-        row, lease = _claim_or_insert(factory, settings, request, fingerprint, key_hash, customer_ip_address, clock)
+        row, lease = await run_db(
+            _claim_or_insert,
+            factory=factory,
+            settings=settings,
+            request=request,
+            fingerprint=fingerprint,
+            key_hash=key_hash,
+            customer_ip_address=customer_ip_address,
+            clock=clock,
+        )
         if lease is None:
             return CreateOutcome(session=row, replayed=True)
-        session = _create_at_stripe(
-            factory, gateway, settings, row, lease, source="api", telemetry=telemetry, clock=clock
-        )
+        crash_point(settings, "before_stripe_create")
+        try:
+            obj = await gateway.create_session_async(_stripe_params(row, settings), idempotency_key=_stripe_key(row))
+            snapshot = parse_snapshot(obj)
+        except Problem:
+            await run_db(_abandon, factory=factory, session_id=row.id, lease=lease)
+            raise
+        crash_point(settings, "after_stripe_create")
+        session = await run_db(
+            _attach, factory=factory, settings=settings, row=row, snapshot=snapshot, source="api",
+            telemetry=telemetry, clock=clock,
+        )  # fmt: skip
     except Problem as problem:
         telemetry.metrics.session_create_failures.labels(problem.slug).inc()
         raise
     return CreateOutcome(session=session, replayed=False)
 
 
+def _stripe_key(row: OnrampSession) -> str:
+    # Derived from the row, so a retry of an interrupted creation gets Stripe's first answer back.
+    return f"musdpay-{row.id}"
+
+
 def _claim_or_insert(
+    *,
     factory: sessionmaker[Session],
     settings: Settings,
     request: CreateSessionRequest,
@@ -283,14 +315,31 @@ def _create_at_stripe(
     telemetry: Telemetry,
     clock: Clock,
 ) -> OnrampSession:
+    """Steps 2 and 3 of a creation, synchronously (the recovery sweep)."""
     crash_point(settings, "before_stripe_create")
     try:
-        obj = gateway.create_session(_stripe_params(row, settings), idempotency_key=f"musdpay-{row.id}")
+        obj = gateway.create_session(_stripe_params(row, settings), idempotency_key=_stripe_key(row))
         snapshot = parse_snapshot(obj)
     except Problem:
-        _abandon(factory, row.id, lease)
+        _abandon(factory=factory, session_id=row.id, lease=lease)
         raise
     crash_point(settings, "after_stripe_create")
+    return _attach(
+        factory=factory, settings=settings, row=row, snapshot=snapshot, source=source, telemetry=telemetry, clock=clock
+    )
+
+
+def _attach(
+    *,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    row: OnrampSession,
+    snapshot: Snapshot,
+    source: str,
+    telemetry: Telemetry,
+    clock: Clock,
+) -> OnrampSession:
+    """Step 3: the row takes Stripe's id, client secret and status."""
     with core_transaction(factory) as conn:
         current = store.load_by_id(conn, row.id, for_update=True)
         if current is None:
@@ -308,7 +357,7 @@ def _create_at_stripe(
     return current
 
 
-def _abandon(factory: sessionmaker[Session], session_id: str, lease: datetime) -> None:
+def _abandon(*, factory: sessionmaker[Session], session_id: str, lease: datetime) -> None:
     """Delete a row whose creation failed, unless another attempt has taken it over since."""
     with core_transaction(factory) as conn:
         store.delete_if_creating(conn, session_id, lease)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 import stripe
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from payment.core.config import Settings
 from payment.core.problems import Problem, UpstreamProblem
@@ -46,6 +48,8 @@ class StripeRejected(Problem):
 class OnrampGateway(Protocol):
     def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]: ...
 
+    async def create_session_async(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]: ...
+
 
 def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
     if settings.stripe_secret_key is None:
@@ -76,32 +80,59 @@ class StripeOnrampGateway:
     telemetry: Telemetry = field(default_factory=Telemetry)
 
     def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        operation = "create_onramp_session"
-        metrics = self.telemetry.metrics
-        started = time.perf_counter()
-        with self.telemetry.tracer.start_as_current_span(
-            "stripe POST /v1/crypto/onramp_sessions",
-            kind=SpanKind.CLIENT,
-            attributes={"peer.service": "stripe", "stripe.operation": operation},
-        ) as span:
+        with self._observed() as (span, on_error):
             try:
                 response = self.client.raw_request(
                     "post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params
                 )
             except stripe.StripeError as exc:
-                error_type = _error_type(exc)
-                metrics.stripe_errors.labels(operation, error_type).inc()
-                span.set_attribute("error.type", error_type)
-                raise _translate(exc) from exc
+                raise on_error(exc) from exc
+            return _session_data(response, span, self.telemetry)
+
+    async def create_session_async(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
+        with self._observed() as (span, on_error):
+            try:
+                response = await self.client.raw_request_async(
+                    "post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params
+                )
+            except stripe.StripeError as exc:
+                raise on_error(exc) from exc
+            return _session_data(response, span, self.telemetry)
+
+    @contextmanager
+    def _observed(self) -> Iterator[tuple[Span, Callable[[stripe.StripeError], Problem]]]:
+        """The span, duration and error metrics of one create call; yields a translator for SDK errors."""
+        metrics = self.telemetry.metrics
+        started = time.perf_counter()
+
+        def on_error(exc: stripe.StripeError) -> Problem:
+            error_type = _error_type(exc)
+            metrics.stripe_errors.labels(_OPERATION, error_type).inc()
+            span.set_attribute("error.type", error_type)
+            return _translate(exc)
+
+        with self.telemetry.tracer.start_as_current_span(
+            "stripe POST /v1/crypto/onramp_sessions",
+            kind=SpanKind.CLIENT,
+            attributes={"peer.service": "stripe", "stripe.operation": _OPERATION},
+        ) as span:
+            try:
+                yield span, on_error
             finally:
-                metrics.stripe_request_duration.labels(operation).observe(time.perf_counter() - started)
-            data = response.data
-            if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
-                metrics.stripe_errors.labels(operation, "invalid_response").inc()
-                raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
-            if response.request_id:
-                span.set_attribute("stripe.request_id", response.request_id)
-            return dict(data)
+                metrics.stripe_request_duration.labels(_OPERATION).observe(time.perf_counter() - started)
+
+
+_OPERATION = "create_onramp_session"
+
+
+def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, Any]:
+    data = response.data
+    if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
+        telemetry.metrics.stripe_errors.labels(_OPERATION, "invalid_response").inc()
+        raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
+    if response.request_id:
+        span.set_attribute("stripe.request_id", response.request_id)
+    return dict(data)
 
 
 def _error_type(exc: stripe.StripeError) -> str:

@@ -61,7 +61,7 @@ def _check_idempotency_key(key: str | None) -> None:
     responses=problem_responses(400, 409, 422, 502, 503, 504),
     summary="Create an onramp session for a wallet",
 )
-def create_session(
+async def create_session(
     body: CreateSessionRequest,
     request: Request,
     response: Response,
@@ -70,7 +70,8 @@ def create_session(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> SessionOut:
     _check_idempotency_key(idempotency_key)
-    outcome = service.create_session(
+    outcome = await service.create_session(
+        run_db=state.run_db,
         factory=state.factory,
         gateway=state.gateway,
         settings=state.settings,
