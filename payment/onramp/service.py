@@ -227,37 +227,37 @@ def _claim_or_insert(
     """The row to create at Stripe with our lease on it, or (existing row, None) for an idempotent replay."""
     for _attempt in range(3):
         now = clock()
-        with core_transaction(factory) as conn:
-            if key_hash is not None:
-                existing = store.load_by_idempotency_key(conn, key_hash)
-                if existing is not None:
-                    return _reuse(conn, settings, existing, fingerprint, now)
-            values: dict[str, Any] = {
-                "id": str(uuid.uuid4()),
-                "status": SessionStatus.creating.value,
-                "livemode": False,
-                "wallet_address": request.wallet_address,
-                "source_amount": request.source_amount.quantize(Decimal("0.01")),
-                "source_currency": request.source_currency,
-                "destination_currency": request.destination_currency,
-                "destination_network": request.destination_network,
-                "customer_ip_address": customer_ip_address,
-                "idempotency_key": key_hash,
-                "request_fingerprint": fingerprint,
-                "creation_started_at": now,
-                "creation_traceparent": current_traceparent(),
-                "last_event_id": "",
-                "last_event_created": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            try:
-                with conn.begin_nested():
-                    store.insert_session(conn, values)
-            except IntegrityError:
-                # Another request inserted the same Idempotency-Key first: read theirs on the next pass.
-                continue
-            return OnrampSession(**values), now
+        try:
+            with core_transaction(factory) as conn:
+                if key_hash is not None:
+                    existing = store.load_by_idempotency_key(conn, key_hash)
+                    if existing is not None:
+                        return _reuse(conn, settings, existing, fingerprint, now)
+                values: dict[str, Any] = {
+                    "id": str(uuid.uuid4()),
+                    "status": SessionStatus.creating.value,
+                    "livemode": False,
+                    "wallet_address": request.wallet_address,
+                    "source_amount": request.source_amount.quantize(Decimal("0.01")),
+                    "source_currency": request.source_currency,
+                    "destination_currency": request.destination_currency,
+                    "destination_network": request.destination_network,
+                    "customer_ip_address": customer_ip_address,
+                    "idempotency_key": key_hash,
+                    "request_fingerprint": fingerprint,
+                    "creation_started_at": now,
+                    "creation_traceparent": current_traceparent(),
+                    "last_event_id": "",
+                    "last_event_created": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                store.insert_session(conn, values)
+                return OnrampSession(**values), now
+        except IntegrityError:
+            # Another request inserted the same Idempotency-Key first (the whole transaction rolled back, nothing
+            # else was written in it): read theirs on the next pass.
+            continue
     raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
 
 

@@ -64,11 +64,10 @@ def _check_idempotency_key(key: str | None) -> None:
 async def create_session(
     body: CreateSessionRequest,
     request: Request,
-    response: Response,
     state: StateDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> SessionOut:
+) -> Response:
     _check_idempotency_key(idempotency_key)
     outcome = await service.create_session(
         run_db=state.run_db,
@@ -81,11 +80,13 @@ async def create_session(
         customer_ip_address=client_ip(request, state.settings),
         telemetry=state.telemetry,
     )
-    response.headers["Location"] = f"{router.prefix}/sessions/{outcome.session.id}"
+    headers = {"Location": f"{router.prefix}/sessions/{outcome.session.id}"}
     if outcome.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+        headers["Idempotent-Replayed"] = "true"
     # The creator is the one caller entitled to the client secret (a replay proves it by the same key).
-    return to_out(outcome.session, include_secret=True)
+    out = to_out(outcome.session, include_secret=True)
+    # Serialised here, once: returning the model would have FastAPI validate and serialise it a second time.
+    return Response(out.model_dump_json(by_alias=True), status_code=201, headers=headers, media_type="application/json")
 
 
 def _visible_secret(principal: Principal, row: OnrampSession) -> bool:
