@@ -31,7 +31,7 @@ from payment.core.telemetry import Telemetry, build_tracer_provider, otlp_config
 from payment.deps import AppState
 from payment.health.views import router as health_router
 from payment.onramp import service as onramp_service
-from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway, build_stripe_client
+from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway
 from payment.onramp.views import router as onramp_router
 from payment.webhooks.views import router as webhooks_router
 
@@ -82,9 +82,9 @@ def _instrument(state: AppState, client: stripe.StripeClient | None) -> None:
         NoOpMeterProvider().get_meter("musdpay").create_up_down_counter("unused"),
     )
     http = getattr(getattr(client, "_requestor", None), "_client", None)
-    for httpx_client in (getattr(http, "_client", None), getattr(http, "_client_async", None)):
-        if isinstance(httpx_client, httpx.Client | httpx.AsyncClient):
-            HTTPXClientInstrumentor.instrument_client(httpx_client, tracer_provider=provider)
+    httpx_client = getattr(http, "_client", None)
+    if isinstance(httpx_client, httpx.Client):
+        HTTPXClientInstrumentor.instrument_client(httpx_client, tracer_provider=provider)
 
 
 def create_app(
@@ -97,10 +97,8 @@ def create_app(
     telemetry = telemetry or build_telemetry(settings)
     engine = create_db_engine(settings)
     telemetry.metrics.watch_pool(engine)
-    client = None
-    if gateway is None:
-        client = build_stripe_client(settings)
-        gateway = StripeOnrampGateway(client, telemetry) if client is not None else None
+    stripe_gateway = StripeOnrampGateway.from_settings(settings, telemetry) if gateway is None else None
+    gateway = gateway or stripe_gateway
     state = AppState(
         settings=settings, engine=engine, factory=make_session_factory(engine), gateway=gateway, telemetry=telemetry
     )
@@ -116,6 +114,8 @@ def create_app(
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recovery
+            if stripe_gateway is not None:
+                await stripe_gateway.aclose()
             engine.dispose()
             telemetry.shutdown()
 
@@ -152,7 +152,7 @@ def create_app(
             raise NotFound(f"No problem type {slug!r}.")
         return HTMLResponse(f"<!doctype html><title>{slug}</title><h1>{slug}</h1><p>{description}</p>")
 
-    _instrument(state, client)
+    _instrument(state, stripe_gateway.client if stripe_gateway is not None else None)
     return app
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import stripe
 from opentelemetry.trace import Span, SpanKind
@@ -51,7 +52,13 @@ class OnrampGateway(Protocol):
     async def create_session_async(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]: ...
 
 
-def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
+def build_stripe_client(settings: Settings, *, asynchronous: bool = False) -> stripe.StripeClient | None:
+    """A client over httpx for synchronous calls, or over aiohttp for the API's async path.
+
+    Two clients because the SDK takes one HTTP client each and none is fast both ways: through the SDK, an
+    async call costs about 0.33 ms of CPU with aiohttp against 1.1 ms with httpx's async client (measured
+    against the emulator, 500 calls), and the API makes one per session created.
+    """
     if settings.stripe_secret_key is None:
         return None
     # The SDK's own latency telemetry (an extra JSON header per request, built on every call) duplicates our
@@ -60,12 +67,17 @@ def build_stripe_client(settings: Settings) -> stripe.StripeClient | None:
     base_addresses: dict[str, str] = {}
     if settings.stripe_api_base:
         base_addresses["api"] = settings.stripe_api_base.rstrip("/")
+    http_client: stripe.HTTPClient
+    if asynchronous:
+        http_client = stripe.AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=settings.stripe_timeout_seconds))
+    else:
+        http_client = stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds, allow_sync_methods=True)
     return stripe.StripeClient(
         settings.stripe_secret_key.get_secret_value(),
         base_addresses=base_addresses,  # type: ignore[arg-type]
         stripe_version=settings.stripe_api_version,
         max_network_retries=settings.stripe_max_network_retries,
-        http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds, allow_sync_methods=True),
+        http_client=http_client,
     )
 
 
@@ -79,8 +91,23 @@ def _retry_after(headers: Any, default: int) -> int:
 
 @dataclass
 class StripeOnrampGateway:
-    client: stripe.StripeClient
+    client: stripe.StripeClient  # synchronous calls (the recovery sweep)
+    async_client: stripe.StripeClient  # the API's calls, on the event loop
     telemetry: Telemetry = field(default_factory=Telemetry)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, telemetry: Telemetry) -> StripeOnrampGateway | None:
+        client = build_stripe_client(settings)
+        async_client = build_stripe_client(settings, asynchronous=True)
+        if client is None or async_client is None:
+            return None
+        return cls(client=client, async_client=async_client, telemetry=telemetry)
+
+    async def aclose(self) -> None:
+        """Close the aiohttp session (it belongs to the event loop that is ending)."""
+        http = self.async_client._requestor._client
+        if http is not None:
+            await http.close_async()  # type: ignore[no-untyped-call]
 
     def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         with self._observed() as (span, on_error):
@@ -95,7 +122,7 @@ class StripeOnrampGateway:
     async def create_session_async(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
         with self._observed() as (span, on_error):
             try:
-                response = await self.client.raw_request_async(
+                response = await self.async_client.raw_request_async(
                     "post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params
                 )
             except stripe.StripeError as exc:
@@ -117,7 +144,12 @@ class StripeOnrampGateway:
         with self.telemetry.tracer.start_as_current_span(
             "stripe POST /v1/crypto/onramp_sessions",
             kind=SpanKind.CLIENT,
-            attributes={"peer.service": "stripe", "stripe.operation": _OPERATION},
+            attributes={
+                "peer.service": "stripe",
+                "stripe.operation": _OPERATION,
+                "http.request.method": "POST",
+                "url.path": ONRAMP_SESSIONS_PATH,
+            },
         ) as span:
             try:
                 yield span, on_error
@@ -133,6 +165,7 @@ def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, 
     if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
         telemetry.metrics.stripe_errors.labels(_OPERATION, "invalid_response").inc()
         raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
+    span.set_attribute("http.response.status_code", response.code)
     if response.request_id:
         span.set_attribute("stripe.request_id", response.request_id)
     return dict(data)
@@ -141,7 +174,7 @@ def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, 
 def _error_type(exc: stripe.StripeError) -> str:
     """A low-cardinality class of the failure, for metrics and spans."""
     if isinstance(exc, stripe.APIConnectionError):
-        return "timeout" if isinstance(exc.__cause__, httpx.TimeoutException) else "connection"
+        return "timeout" if _timed_out(exc) else "connection"
     status = exc.http_status or 0
     if status == 429:
         return "rate_limited"
@@ -155,13 +188,18 @@ def _error_type(exc: stripe.StripeError) -> str:
     return "invalid_request"
 
 
+def _timed_out(exc: stripe.APIConnectionError) -> bool:
+    # httpx raises its TimeoutException; aiohttp raises asyncio's TimeoutError (ServerTimeoutError included).
+    return isinstance(exc.__cause__, httpx.TimeoutException | TimeoutError)
+
+
 def _translate(exc: stripe.StripeError) -> Problem:
     """Map an SDK error to what the dApp should do: fix the request (4xx) or retry later (502/503/504)."""
     status = exc.http_status
     error = exc.error
     code = getattr(error, "code", None) or exc.code or ""
     if isinstance(exc, stripe.APIConnectionError):
-        timed_out = isinstance(exc.__cause__, httpx.TimeoutException)
+        timed_out = _timed_out(exc)
         log.warning("stripe unreachable: %s", "timeout" if timed_out else "connection error")
         if timed_out:
             return UpstreamProblem(504, "stripe-unavailable", "Stripe did not answer in time.", retry_after=5)

@@ -17,7 +17,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -132,11 +132,11 @@ def test_the_trace_shows_request_stripe_call_database_writes_and_webhooks(observ
     stripe_call = next(s for s in creation if s.name.startswith("stripe POST"))
     assert stripe_call.attributes is not None
     assert stripe_call.attributes["stripe.operation"] == "create_onramp_session"
-    http_child = [s for s in creation if s.parent and s.parent.span_id == stripe_call.context.span_id]  # type: ignore[union-attr]
-    assert any(
-        s.attributes and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"
-        for s in http_child
-    )
+    # The outgoing HTTP call to Stripe is this client span (aiohttp under the SDK is not instrumented separately).
+    assert stripe_call.kind is SpanKind.CLIENT
+    assert stripe_call.attributes["http.request.method"] == "POST"
+    assert stripe_call.attributes["http.response.status_code"] == 200
+    assert str(stripe_call.attributes["stripe.request_id"]).startswith("req_")
     sql = [s for s in creation if s.attributes and s.attributes.get("db.system") in ("sqlite", "postgresql")]
     assert any("INSERT INTO onramp_sessions" in str(s.attributes.get("db.statement", "")) for s in sql if s.attributes)
 
