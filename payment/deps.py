@@ -20,13 +20,9 @@ T = TypeVar("T")
 
 __all__ = [
     "AppState",
-    "FactoryDep",
-    "GatewayDep",
     "Principal",
     "PrincipalDep",
-    "SettingsDep",
     "StateDep",
-    "TelemetryDep",
     "client_ip",
 ]
 
@@ -75,22 +71,6 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_settings_dep(state: StateDep) -> Settings:
-    return state.settings
-
-
-async def get_factory(state: StateDep) -> sessionmaker[Session]:
-    return state.factory
-
-
-async def get_gateway(state: StateDep) -> OnrampGateway | None:
-    return state.gateway
-
-
-async def get_telemetry(state: StateDep) -> Telemetry:
-    return state.telemetry
-
-
 async def get_principal() -> Principal:
     return Principal(kind="anonymous", subject="")
 
@@ -112,8 +92,4 @@ def client_ip(request: Request, settings: Settings) -> str | None:
         return None
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
-GatewayDep = Annotated[OnrampGateway | None, Depends(get_gateway)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]

@@ -7,8 +7,7 @@ SQLite's own sleep-and-retry busy handler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -28,7 +27,6 @@ __all__ = [
     "core_transaction",
     "create_db_engine",
     "make_session_factory",
-    "session_scope",
 ]
 
 NAMING_CONVENTION = {
@@ -144,17 +142,3 @@ def core_transaction(factory: sessionmaker[Session]) -> AbstractContextManager[C
     commits on success, rolls back on error."""
     engine: Engine = factory.kw["bind"]
     return engine.begin()
-
-
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error, always close."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
