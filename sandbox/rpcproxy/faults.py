@@ -13,8 +13,10 @@ test that sets the seed sees the same decisions for the same sequence of request
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from sandbox.faultspec import FaultsError, merge_faults
 
 __all__ = ["MAX_HOLD_MS", "Faults", "FaultsError", "HttpDecision", "Injector"]
 
@@ -22,10 +24,6 @@ MAX_HOLD_MS = 600_000.0  # a held ("timeout") request is closed after at most te
 _RATES = ("http_error_rate", "rate_limit_rate", "rpc_error_rate", "timeout_rate", "drop_rate")
 _DURATIONS = ("latency_ms", "jitter_ms", "timeout_ms")
 _FLAGS = ("stall", "down", "drop_after_forward")
-
-
-class FaultsError(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +50,7 @@ class Faults:
     @classmethod
     def from_json(cls, data: object, *, base: Faults | None = None) -> Faults:
         """Validate a JSON body; fields it leaves out come from `base` (or the defaults)."""
-        if not isinstance(data, dict):
-            raise FaultsError("body must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FaultsError(f"unknown fault(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values: dict[str, Any] = asdict(base or cls())
-        for name, value in data.items():
-            values[name] = _validated(name, value)
-        return cls(**values)
+        return merge_faults(cls, data, base, _validated)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

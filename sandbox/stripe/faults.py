@@ -9,16 +9,14 @@ generators so that background deliveries do not shift which API call gets the fa
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from sandbox.faultspec import FaultsError, merge_faults
 
 __all__ = ["FaultInjector", "Faults", "FaultsError"]
 
 DEFAULT_SEED = 0
-
-
-class FaultsError(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,32 +32,27 @@ class Faults:
     @classmethod
     def from_json(cls, data: object, *, base: Faults | None = None) -> Faults:
         """Validate a JSON body; fields it leaves out come from `base` (or the defaults)."""
-        if not isinstance(data, dict):
-            raise FaultsError("body must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FaultsError(f"unknown fault(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values: dict[str, Any] = asdict(base or cls())
-        for name, value in data.items():
-            if name in ("down", "shuffle"):
-                if not isinstance(value, bool):
-                    raise FaultsError(f"{name} must be a boolean")
-            elif name == "seed":
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise FaultsError("seed must be an integer")
-            else:
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise FaultsError(f"{name} must be a number")
-                if value < 0 or (name != "latency_ms" and value > 1):
-                    limits = ">= 0" if name == "latency_ms" else "between 0 and 1"
-                    raise FaultsError(f"{name} must be {limits}")
-                value = float(value)
-            values[name] = value
-        return cls(**values)
+        return merge_faults(cls, data, base, _validated)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _validated(name: str, value: Any) -> Any:
+    if name in ("down", "shuffle"):
+        if not isinstance(value, bool):
+            raise FaultsError(f"{name} must be a boolean")
+        return value
+    if name == "seed":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FaultsError("seed must be an integer")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FaultsError(f"{name} must be a number")
+    if value < 0 or (name != "latency_ms" and value > 1):
+        limits = ">= 0" if name == "latency_ms" else "between 0 and 1"
+        raise FaultsError(f"{name} must be {limits}")
+    return float(value)
 
 
 class FaultInjector:
