@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 
 from payment.core.config import Settings
 from payment.core.db import Base, create_db_engine
+from payment.delivery import models as _delivery_models  # noqa: F401 - registers the tables
 from payment.onramp import models as _onramp_models  # noqa: F401 - registers the tables
 from payment.webhooks import models as _webhook_models  # noqa: F401 - registers the tables
 
