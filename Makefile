@@ -36,6 +36,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) lint typecheck
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

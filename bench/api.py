@@ -3,6 +3,7 @@
     .venv/bin/python bench/api.py [--duration S] [--concurrency N] [--database sqlite|postgresql]
                                   [--output docs/benchmarks.md] [--rounds R] [--warmup S] [--max-requests N]
                                   [--scenario NAME] [--api-env NAME=VALUE] [--profile DIR]
+                                  [--against baseline|telemetry-off]
 
 Starts, each as its own process on a free loopback port: the Stripe onramp emulator (shared), the real API
 (`musdpay serve`) and the baseline (bench/baseline_app.py under uvicorn with the same options). Then, for each
@@ -15,6 +16,9 @@ Scenarios:
 - session-create: `POST /api/v1/onramp/sessions`, a fresh Idempotency-Key each, against the emulator;
 - webhook-ingest: `POST /api/v1/webhooks/stripe`, `crypto.onramp_session_updated` events with fresh ids for
   sessions created through the API beforehand, signed with the API's secret.
+
+`--against telemetry-off` measures the cost of telemetry instead: the second app is musdpay itself with
+`MUSDPAY_TELEMETRY_ENABLED=false`, and the result goes between the `bench:telemetry` markers.
 """
 
 from __future__ import annotations
@@ -53,10 +57,14 @@ from bench.loadgen import LoadResult, LoadSpec, percentile, run_in_process  # no
 
 API_KEY = "sk_test_musdpay_bench"
 WEBHOOK_SECRET = "whsec_musdpay_bench_0123456789"
+# The buyer's wallet signs in (a JWT, checked without the database): what a dApp in the browser sends. The
+# baseline ignores the header, so both apps parse the same request bytes.
+JWT_KEYS = "bench-1:musdpay-bench-jwt-secret-0123456789abcdef"
 WALLET = "0x52908400098527886E0F7030069857D2E4169EE7"
 CREATE_BODY = json.dumps({"walletAddress": WALLET, "sourceAmount": "100.00"}).encode()
 WEBHOOK_SESSIONS = 20  # sessions the webhook events are spread over
 PR_SET_PDEATHSIG = 1  # prctl(2)
+UNREACHABLE_RATE_LIMITS = "default=1000000000/60,create_session=1000000000/60,webhook=1000000000/60"
 MARK_START = "<!-- bench:api:start -->"
 MARK_END = "<!-- bench:api:end -->"
 SCENARIOS = ("session-create", "webhook-ingest")
@@ -80,6 +88,36 @@ TARGETS = {
     "session-create": Target(min_throughput=300, max_p99_ms=50, min_ratio=0.8),
     "webhook-ingest": Target(min_throughput=800, max_p99_ms=50, min_ratio=0.8),
 }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What the API is measured against in the same run: the bare baseline, or itself with telemetry off."""
+
+    name: str
+    marks: tuple[str, str]
+    title: str
+    labels: dict[str, str]  # app -> how the report names it
+    min_ratio: float | None  # None: the scenario's own target
+    max_added_p99_ms: float | None
+
+
+COMPARISONS = {
+    "baseline": Comparison(
+        "baseline", (MARK_START, MARK_END), "Payment API: throughput and latency",
+        {"musdpay": "musdpay", "baseline": "baseline"}, None, None,
+    ),
+    "telemetry-off": Comparison(
+        "telemetry-off", ("<!-- bench:telemetry:start -->", "<!-- bench:telemetry:end -->"),
+        "Payment API: the cost of telemetry (traces, metrics, logs on against off)",
+        {"musdpay": "telemetry on", "baseline": "telemetry off"}, 0.9, 1.0,
+    ),
+}  # fmt: skip
+
+
+def path_of(comparison: str, app: str, scenario: str) -> str:
+    """The second app is the bare baseline, or musdpay itself (telemetry off) on the same routes."""
+    return PATHS[("musdpay" if comparison == "telemetry-off" else app, scenario)]
 
 
 # --- child processes ---------------------------------------------------------------------------------------
@@ -222,8 +260,21 @@ def http_request(host: str, port: int, path: str, body: bytes, headers: dict[str
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def wallet_authorization() -> str:
+    """`Bearer <access token>` of WALLET, signed with the bench API's JWT key (valid for the token lifetime)."""
+    from payment.auth.principal import Role
+    from payment.auth.tokens import Keyring
+    from payment.core.config import Settings
+
+    token, _ = Keyring.from_settings(Settings(jwt_keys=JWT_KEYS, access_token_ttl_seconds=3600)).issue(
+        subject=WALLET, role=Role.wallet
+    )
+    return f"Bearer {token}"
+
+
 def create_requests(port: int, path: str, count: int) -> list[bytes]:
-    head = http_request("127.0.0.1", port, path, CREATE_BODY, {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "Authorization": wallet_authorization()}
+    head = http_request("127.0.0.1", port, path, CREATE_BODY, headers)
     split = head.index(b"\r\n\r\n")
     return [head[:split] + f"\r\nIdempotency-Key: {uuid.uuid4()}".encode() + head[split:] for _ in range(count)]
 
@@ -331,7 +382,7 @@ def process_cpu_seconds(pid: int) -> float | None:
 class Stack:
     ports: dict[str, int]
     servers: dict[str, Child]  # by app
-    sessions: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by app: those webhooks name
 
 
 def seed_sessions(api_url: str, count: int) -> list[dict[str, Any]]:
@@ -341,7 +392,11 @@ def seed_sessions(api_url: str, count: int) -> list[dict[str, Any]]:
             response = client.post(
                 "/api/v1/onramp/sessions",
                 content=CREATE_BODY,
-                headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": str(uuid.uuid4()),
+                    "Authorization": wallet_authorization(),
+                },
             )
             if response.status_code != 201:
                 raise RuntimeError(f"seeding a session failed: {response.status_code} {response.text}")
@@ -383,11 +438,11 @@ def measure(args: argparse.Namespace, stack: Stack, profiler: Profiler | None) -
         for scenario in args.scenarios:
             for app in order:
                 port = stack.ports[app]
-                path = PATHS[(app, scenario)]
+                path = path_of(args.against, app, scenario)
                 if scenario == "session-create":
                     requests = create_requests(port, path, args.max_requests)
                 else:
-                    requests = webhook_requests(port, path, args.max_requests, stack.sessions)
+                    requests = webhook_requests(port, path, args.max_requests, stack.sessions[app])
                 spec = LoadSpec(
                     host="127.0.0.1",
                     port=port,
@@ -470,11 +525,13 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "**FAIL**"
 
 
-def scenario_section(runs: list[Run], scenario: str, database_kind: str) -> list[str]:
+def scenario_section(runs: list[Run], scenario: str, database_kind: str, comparison: Comparison) -> list[str]:
     ours, base = best(runs, scenario, "musdpay"), best(runs, scenario, "baseline")
     if ours is None or base is None:
         return []
     target = TARGETS[scenario]
+    min_ratio = comparison.min_ratio if comparison.min_ratio is not None else target.min_ratio
+    label = comparison.labels
     ratio = ours.result.throughput / base.result.throughput if base.result.throughput else 0.0
     lines = [
         f"### {scenario}",
@@ -485,7 +542,8 @@ def scenario_section(runs: list[Run], scenario: str, database_kind: str) -> list
     for run in (ours, base):
         flag = " ⚠" if run.result.errors else ""
         lines.append(
-            f"| {run.app} `POST {PATHS[(run.app, scenario)]}` | {run.result.throughput:.0f} | {run.p50_ms:.2f} "
+            f"| {label[run.app]} `POST {path_of(comparison.name, run.app, scenario)}` | {run.result.throughput:.0f} "
+            f"| {run.p50_ms:.2f} "
             f"| {run.p99_ms:.2f} | {cpu_text(run)} | {run.result.errors}{flag} | {run.result.measured} |"
         )
     cpu_ratio = (
@@ -494,7 +552,8 @@ def scenario_section(runs: list[Run], scenario: str, database_kind: str) -> list
         else ""
     )
     lines.append(
-        f"| **musdpay / baseline** | **{ratio:.2f}** | {ours.p50_ms / base.p50_ms if base.p50_ms else 0:.2f}x "
+        f"| **{label['musdpay']} / {label['baseline']}** | **{ratio:.2f}** "
+        f"| {ours.p50_ms / base.p50_ms if base.p50_ms else 0:.2f}x "
         f"| {ours.p99_ms / base.p99_ms if base.p99_ms else 0:.2f}x | {cpu_ratio} | | |"
     )
     note = "" if database_kind == "sqlite" else " (targets are set for SQLite)"
@@ -507,12 +566,22 @@ def scenario_section(runs: list[Run], scenario: str, database_kind: str) -> list
         f"| {verdict(ours.result.throughput >= target.min_throughput)} |",
         f"| musdpay p99 < {target.max_p99_ms:.0f} ms | {ours.p99_ms:.2f} "
         f"| {verdict(ours.p99_ms < target.max_p99_ms)} |",
-        f"| musdpay / baseline throughput >= {target.min_ratio} | {ratio:.2f} | {verdict(ratio >= target.min_ratio)} |",
-        f"| no errors (non-2xx or transport) | {errors} | {verdict(errors == 0)} |",
-        "",
+        f"| {label['musdpay']} / {label['baseline']} throughput >= {min_ratio} | {ratio:.2f} "
+        f"| {verdict(ratio >= min_ratio)} |",
     ]
+    if comparison.max_added_p99_ms is not None:
+        added = ours.p99_ms - base.p99_ms
+        lines.append(
+            f"| p99 added < {comparison.max_added_p99_ms:g} ms | {added:+.2f} "
+            f"| {verdict(added < comparison.max_added_p99_ms)} |"
+        )
+    lines += [f"| no errors (non-2xx or transport) | {errors} | {verdict(errors == 0)} |", ""]
     rounds = sorted({run.round for run in runs if run.scenario == scenario})
-    lines += ["Every round (ratio within the round):", "", "| round | musdpay req/s | baseline req/s | ratio |"]
+    lines += [
+        "Every round (ratio within the round):",
+        "",
+        f"| round | {label['musdpay']} req/s | {label['baseline']} req/s | ratio |",
+    ]
     lines.append("|---:|---:|---:|---:|")
     for number in rounds:
         pair = {run.app: run for run in runs if run.scenario == scenario and run.round == number}
@@ -524,12 +593,13 @@ def scenario_section(runs: list[Run], scenario: str, database_kind: str) -> list
 
 
 def report(args: argparse.Namespace, runs: list[Run], command: str, database: str, noise: str, code: str) -> str:
+    comparison = COMPARISONS[args.against]
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     exhausted = any(run.result.exhausted for run in runs)
     flagged = [run for run in runs if run.result.errors]
     lines = [
-        MARK_START,
-        "## Payment API: throughput and latency",
+        comparison.marks[0],
+        f"## {comparison.title}",
         "",
         f"Measured {when} at {code} on {machine()}; database {database}. Other processes used {noise} of the machine's "
         "CPU during the run (a noisy neighbour shows here"
@@ -542,10 +612,18 @@ def report(args: argparse.Namespace, runs: list[Run], command: str, database: st
         f"Each run: {args.concurrency} keep-alive HTTP/1.1 connections from a separate load-generator process on "
         f"loopback (closed loop: each connection sends its next request when the previous one is answered), "
         f"{args.warmup:g} s warm-up excluded, then {args.duration:g} s measured (or at most {args.max_requests} "
-        f"requests). {args.rounds} rounds alternating baseline and musdpay (ABBA); each side's best round is shown, "
-        "every round is listed below it. The Stripe emulator is shared. The baseline is bench/baseline_app.py: a "
-        "bare FastAPI app doing the same insert (and, for session-create, the same emulator call) with a commit "
-        "per request, under uvicorn with the options of `musdpay serve`. Server CPU per request is the server "
+        f"requests). {args.rounds} rounds alternating the two apps (ABBA); each side's best round is shown, "
+        "every round is listed below it. The Stripe emulator is shared. "
+        + (
+            "The other app is musdpay itself with `MUSDPAY_TELEMETRY_ENABLED=false` (no traces, no request "
+            "metrics or access log), its own database, same options. "
+            if comparison.name == "telemetry-off"
+            else "The baseline is bench/baseline_app.py: a bare FastAPI app doing the same database writes (for "
+            "webhook-ingest: read the session, update it, record a status change when it moves, insert the event; "
+            "for session-create: the same emulator call and insert) with a commit per request, under uvicorn with "
+            "the options of `musdpay serve`. "
+        )
+        + "Server CPU per request is the server "
         "process's user+system time over the run divided by the requests it served: the cost that sets the "
         "ceiling when the load generator, the emulator and the server share two cores.",
         "",
@@ -555,8 +633,8 @@ def report(args: argparse.Namespace, runs: list[Run], command: str, database: st
     if exhausted:
         lines += ["Some runs sent every pre-built request before the duration was over (raise --max-requests).", ""]
     for scenario in args.scenarios:
-        lines += scenario_section(runs, scenario, args.database)
-    lines.append(MARK_END)
+        lines += scenario_section(runs, scenario, args.database, comparison)
+    lines.append(comparison.marks[1])
     return "\n".join(lines) + "\n"
 
 
@@ -582,11 +660,12 @@ def other_load(before: tuple[float, float] | None, after: tuple[float, float] | 
     return f"{max(0.0, others) / (seconds * cpus) * 100:.0f}%"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, mark_start: str = MARK_START, mark_end: str = MARK_END) -> None:
+    """Replace the section between the markers in `path` (or append it), leaving the rest as it is."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\nResults of the scripts in bench/, newest run.\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
+    start, end = text.find(mark_start), text.find(mark_end)
     if start != -1 and end > start:
-        rest = text[end + len(MARK_END) :].lstrip("\n")
+        rest = text[end + len(mark_end) :].lstrip("\n")
         text = text[:start] + section + ("\n" + rest if rest else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
@@ -618,6 +697,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="admin URL where two temporary databases are created (with --database postgresql)",
     )
     parser.add_argument("--scenario", dest="scenarios", action="append", choices=SCENARIOS, help="default: both")
+    parser.add_argument(
+        "--against",
+        choices=tuple(COMPARISONS),
+        default="baseline",
+        help="the second app: the bare baseline (default), or musdpay with telemetry off (the telemetry's cost)",
+    )
     parser.add_argument("--output", default="docs/benchmarks.md", help="markdown file to update; '-' for none")
     parser.add_argument(
         "--api-env",
@@ -657,26 +742,42 @@ def start_stack(args: argparse.Namespace, children: Children, musdpay_db: str, b
             "MUSDPAY_STRIPE_API_BASE": emulator_url,
             "MUSDPAY_STRIPE_SECRET_KEY": API_KEY,
             "MUSDPAY_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+            "MUSDPAY_JWT_KEYS": JWT_KEYS,
+            "MUSDPAY_ACCESS_TOKEN_TTL_SECONDS": "3600",
+            # The load comes from one IP and one wallet: limits it can never reach, so the limiter's work is
+            # measured without it refusing anything.
+            "MUSDPAY_RATE_LIMITS": UNREACHABLE_RATE_LIMITS,
         }
         | dict(item.split("=", 1) for item in args.api_env)
     )
     api = children.start(
         "musdpay", [sys.executable, "-m", "musdpay", "serve", "--port", str(ports["musdpay"])], api_env
     )
-    baseline_env = env | {
-        "BENCH_BASELINE_DATABASE_URL": baseline_db,
-        "BENCH_BASELINE_STRIPE_API_BASE": emulator_url,
-        "BENCH_BASELINE_STRIPE_SECRET_KEY": API_KEY,
-    }
-    baseline_args = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "baseline_app:app"]
-    baseline = children.start(
-        "baseline", [*baseline_args, "--port", str(ports["baseline"]), *UVICORN_OPTIONS], baseline_env
-    )
+    if args.against == "telemetry-off":
+        off_env = api_env | {"MUSDPAY_DATABASE_URL": baseline_db, "MUSDPAY_TELEMETRY_ENABLED": "false"}
+        command = [sys.executable, "-m", "musdpay", "serve", "--port", str(ports["baseline"])]
+        baseline, ready = children.start("baseline", command, off_env), "/readyz"
+    else:
+        baseline_env = env | {
+            "BENCH_BASELINE_DATABASE_URL": baseline_db,
+            "BENCH_BASELINE_STRIPE_API_BASE": emulator_url,
+            "BENCH_BASELINE_STRIPE_SECRET_KEY": API_KEY,
+        }
+        baseline_args = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "baseline_app:app"]
+        command = [*baseline_args, "--port", str(ports["baseline"]), *UVICORN_OPTIONS]
+        baseline, ready = children.start("baseline", command, baseline_env), "/openapi.json"
     wait_ready(f"http://127.0.0.1:{ports['musdpay']}/readyz", api)
-    wait_ready(f"http://127.0.0.1:{ports['baseline']}/openapi.json", baseline)
+    wait_ready(f"http://127.0.0.1:{ports['baseline']}{ready}", baseline)
     stack = Stack(ports=ports, servers={"musdpay": api, "baseline": baseline})
     if "webhook-ingest" in args.scenarios:
-        stack.sessions = seed_sessions(f"http://127.0.0.1:{ports['musdpay']}", WEBHOOK_SESSIONS)
+        sessions = seed_sessions(f"http://127.0.0.1:{ports['musdpay']}", WEBHOOK_SESSIONS)
+        stack.sessions["musdpay"] = sessions
+        if args.against == "telemetry-off":
+            stack.sessions["baseline"] = seed_sessions(f"http://127.0.0.1:{ports['baseline']}", WEBHOOK_SESSIONS)
+        else:  # the same sessions, so the baseline's webhooks find theirs and do the same writes
+            seed = [{"id": row["id"], "stripeSessionId": row["stripeSessionId"]} for row in sessions]
+            httpx.post(f"http://127.0.0.1:{ports['baseline']}/seed", json=seed, timeout=30).raise_for_status()
+            stack.sessions["baseline"] = sessions
     return stack
 
 
@@ -709,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         print(section, end="")
         if args.output != "-":
             output = Path(args.output)
-            write_section(output, section)
+            write_section(output, section, *COMPARISONS[args.against].marks)
             print(f"written to {output}")
         print(f"total {time.monotonic() - started:.0f} s")
         return 0

@@ -1,6 +1,9 @@
 """The baseline of bench/api.py: a bare FastAPI app doing the same database and Stripe work, and nothing more.
 
-- ``POST /webhook`` reads the body, parses the JSON and INSERTs one row into a ``webhook_events`` table.
+- ``POST /webhook`` reads the body, parses the JSON and, in one transaction, does the writes the real ingest
+  does for the bench's events: SELECT the session by its Stripe id, UPDATE its status and event position,
+  INSERT a status change when the status moved, INSERT the event into ``webhook_events``.
+- ``POST /seed`` inserts the sessions the webhook events name (the bench seeds the API with the same ones).
 - ``POST /sessions`` POSTs the same form-encoded create to the Stripe emulator (sync httpx, in a ``def`` route)
   and INSERTs one row into an ``onramp_sessions`` table.
 
@@ -65,11 +68,22 @@ _SCHEMA = (
         destination_network VARCHAR(32) NOT NULL,
         customer_ip_address VARCHAR(45),
         idempotency_key VARCHAR(64) UNIQUE,
+        last_event_id VARCHAR(255) NOT NULL DEFAULT '',
+        last_event_created BIGINT NOT NULL DEFAULT 0,
         created_at {ts} NOT NULL,
         updated_at {ts} NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS ix_onramp_sessions_created_at_id ON onramp_sessions (created_at, id)",
     "CREATE INDEX IF NOT EXISTS ix_onramp_sessions_status ON onramp_sessions (status)",
     "CREATE INDEX IF NOT EXISTS ix_onramp_sessions_wallet_created ON onramp_sessions (wallet_address, created_at, id)",
+    """CREATE TABLE IF NOT EXISTS onramp_session_status_changes (
+        id {serial},
+        session_id VARCHAR(36) NOT NULL REFERENCES onramp_sessions (id) ON DELETE CASCADE,
+        from_status VARCHAR(32),
+        to_status VARCHAR(32) NOT NULL,
+        source VARCHAR(16) NOT NULL,
+        event_id VARCHAR(255),
+        occurred_at {ts} NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS ix_status_changes_session_id ON onramp_session_status_changes (session_id)",
 )
 
 _INSERT_EVENT = (
@@ -83,8 +97,17 @@ _INSERT_SESSION = (
 )
 
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
 class Database(Protocol):
+    placeholder: str
+
     def insert(self, statement: str, values: tuple[Any, ...]) -> None: ...
+
+    def transaction(self, work: Any) -> Any:
+        """Run `work(execute)` in one committed transaction; `execute(sql, values)` returns the rows."""
+        ...
 
 
 class SqliteDatabase:
@@ -98,18 +121,25 @@ class SqliteDatabase:
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
             self._conn.execute(f"PRAGMA {pragma}")
         for statement in _SCHEMA:
-            self._conn.execute(statement.format(ts="DATETIME"))
+            self._conn.execute(statement.format(ts="DATETIME", serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
 
-    def insert(self, statement: str, values: tuple[Any, ...]) -> None:
+    def _execute(self, statement: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         values = tuple(v.replace(tzinfo=None).isoformat(" ") if isinstance(v, datetime) else v for v in values)
+        return self._conn.execute(statement, values).fetchall()
+
+    def transaction(self, work: Any) -> Any:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute(statement, values)
+                result = work(self._execute)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+            return result
+
+    def insert(self, statement: str, values: tuple[Any, ...]) -> None:
+        self.transaction(lambda execute: execute(statement, values))
 
 
 class PostgresDatabase:
@@ -125,7 +155,7 @@ class PostgresDatabase:
             self._pool.put(psycopg.connect(url))
         with self._connection() as conn, conn.transaction():
             for statement in _SCHEMA:
-                conn.execute(statement.format(ts="TIMESTAMPTZ"))
+                conn.execute(statement.format(ts="TIMESTAMPTZ", serial="SERIAL PRIMARY KEY"))
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -135,9 +165,17 @@ class PostgresDatabase:
         finally:
             self._pool.put(conn)
 
-    def insert(self, statement: str, values: tuple[Any, ...]) -> None:
+    def transaction(self, work: Any) -> Any:
         with self._connection() as conn, conn.transaction():
-            conn.execute(statement, values)
+
+            def execute(statement: str, values: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                cursor = conn.execute(statement, values)
+                return cursor.fetchall() if cursor.description else []
+
+            return work(execute)
+
+    def insert(self, statement: str, values: tuple[Any, ...]) -> None:
+        self.transaction(lambda execute: execute(statement, values))
 
 
 def _open_database(url: str) -> SqliteDatabase | PostgresDatabase:
@@ -159,26 +197,70 @@ _session_sql = _INSERT_SESSION.format(", ".join([_db.placeholder] * 14))
 app = FastAPI(title="bench baseline")
 
 
+def _sql(text: str) -> str:
+    """Write statements with `?`; psycopg wants `%s`."""
+    return text.replace("?", _db.placeholder)
+
+
+_select_session_sql = _sql(
+    "SELECT id, status, last_event_created, last_event_id FROM onramp_sessions WHERE stripe_session_id = ?"
+)
+_update_session_sql = _sql(
+    "UPDATE onramp_sessions SET status = ?, last_event_created = ?, last_event_id = ?, updated_at = ? WHERE id = ?"
+)
+_insert_change_sql = _sql(
+    "INSERT INTO onramp_session_status_changes (session_id, from_status, to_status, source, event_id, occurred_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
 @app.post("/webhook")
 async def webhook(request: Request) -> dict[str, Any]:
     payload = await request.body()
     event = json.loads(payload)
     obj = event["data"]["object"]
     now = datetime.now(UTC)
-    values = (
-        event["id"],
-        event["type"],
-        bool(event.get("livemode", False)),
-        event["created"],
-        now,
-        now,
-        "processed",
-        None,
-        obj.get("id"),
-        payload.decode(),
-    )
-    await run_in_threadpool(_db.insert, _event_sql, values)
+
+    def ingest(execute: Any) -> None:
+        rows = execute(_select_session_sql, (obj.get("id"),))
+        session_id = None
+        if rows:
+            session_id, status = rows[0][0], rows[0][1]
+            execute(_update_session_sql, (obj["status"], event["created"], event["id"], now, session_id))
+            if status != obj["status"]:
+                execute(_insert_change_sql, (session_id, status, obj["status"], "webhook", event["id"], now))
+        values = (
+            event["id"],
+            event["type"],
+            bool(event.get("livemode", False)),
+            event["created"],
+            now,
+            now,
+            "processed",
+            session_id,
+            obj.get("id"),
+            payload.decode(),
+        )
+        execute(_event_sql, values)
+
+    await run_in_threadpool(_db.transaction, ingest)
     return {"received": True, "eventId": event["id"]}
+
+
+class SeedSession(BaseModel):
+    id: str
+    stripeSessionId: str
+
+
+@app.post("/seed", status_code=204)
+def seed(sessions: list[SeedSession]) -> None:
+    now = datetime.now(UTC)
+    for row in sessions:
+        values = (
+            row.id, row.stripeSessionId, None, "initialized", False, "0x52908400098527886E0F7030069857D2E4169EE7",
+            "100.00", "usd", "musd", "mezo", None, None, now, now,
+        )  # fmt: skip
+        _db.insert(_session_sql, values)
 
 
 class CreateBody(BaseModel):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-from types import FrameType
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -59,6 +60,103 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+@main.command()
+def deliver() -> None:
+    """Run the MUSD delivery worker alone (verification, or treasury transfers), until SIGTERM."""
+    from payment.core.config import get_settings
+    from payment.core.logs import configure_logging
+    from payment.delivery.standalone import run_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_output=settings.log_format == "json")
+    run_worker(settings)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The monitor's YAML config (default: ./monitor.yml if present, else built-in defaults).",
+)
+@click.option("--port", type=int, default=None, help="Port of the monitor's /metrics (default: the config's, 9101).")
+def monitor(config_path: Path | None, port: int | None) -> None:
+    """Run the prober of RPC providers, Stripe, the database and the payment pipeline, until SIGTERM."""
+    from monitor.app import run
+    from monitor.config import ConfigError, load_config
+    from payment.core.logs import configure_logging
+
+    if config_path is None and Path("monitor.yml").is_file():
+        config_path = Path("monitor.yml")
+    try:
+        config = load_config(config_path)
+        if port is not None:
+            config = config.model_copy(update={"server": config.server.model_copy(update={"port": port})})
+        settings = config.payment_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configure_logging(settings.log_level, json_output=settings.log_format == "json")
+    run(config)
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules, SLOs and Alertmanager routing (docs/alerts.md)."""
+
+
+@alerts.command("build")
+@click.option("--check", is_flag=True, help="Only report generated files that are out of date (exit 1 if any).")
+def alerts_build(check: bool) -> None:
+    """Generate alerts/generated/*.yml from alerts/slo.yml, alerts/rules/*.yml and alerts/thresholds.yml."""
+    from alerts.build import BuildError, write
+    from alerts.build import check as check_generated
+
+    try:
+        if check:
+            stale = check_generated()
+            if stale:
+                raise click.ClickException(f"out of date (run musdpay alerts build): {', '.join(stale)}")
+            click.echo("alerts/generated is up to date")
+            return
+        for path in write():
+            click.echo(str(path))
+    except BuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@alerts.command("render")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: stdout.")
+def alerts_render(out: Path | None) -> None:
+    """Render alerts/alertmanager.yml with the environment (MUSDPAY_ALERT_*) for Alertmanager."""
+    from alerts.alertmanager import RenderError, render_file
+
+    try:
+        text = render_file(os.environ)
+    except RenderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@alerts.command("test")
+@click.option("--receiver", type=click.Choice(["slack", "discord", "pagerduty", "email"]), required=True)
+@click.option("--alertmanager-url", default="http://127.0.0.1:9093", show_default=True)
+def alerts_test(receiver: str, alertmanager_url: str) -> None:
+    """Send a test notification to one receiver, through Alertmanager (its route, template and secret)."""
+    import httpx
+
+    from alerts.alertmanager import send_test_alert
+
+    try:
+        alert = send_test_alert(alertmanager_url, receiver)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"Alertmanager at {alertmanager_url}: {exc}") from exc
+    click.echo(f"Sent {alert['labels']['alertname']} (test_id {alert['labels']['test_id']}) to {receiver}.")
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
@@ -82,6 +180,128 @@ def db_upgrade(revision: str) -> None:
 
 
 @main.group()
+def apikey() -> None:
+    """API keys for servers and operators (`mpk_...`); only their hashes are stored."""
+
+
+def _cli_actor() -> Any:
+    import getpass
+    import socket
+
+    from payment.auth.audit import Actor
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry)
+        user = str(os.getuid())
+    return Actor(name=f"cli:{user}@{socket.gethostname()}", role="admin", origin="cli")
+
+
+@contextmanager
+def _key_store(settings: Any = None) -> Iterator[Any]:
+    from payment.core.config import get_settings
+    from payment.core.db import create_db_engine, make_session_factory
+
+    engine = create_db_engine(settings or get_settings())
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _print_issued(issued: Any, verb: str) -> None:
+    info = issued.info
+    click.echo(f"{verb} API key {info.id} ({info.name}, role {info.role.value}); it is shown once:", err=True)
+    click.echo(issued.key)
+
+
+@apikey.command("create")
+@click.option("--name", required=True, help="Who uses the key (e.g. the dApp backend's name).")
+@click.option("--role", type=click.Choice(["operator", "admin"]), required=True)
+def apikey_create(name: str, role: str) -> None:
+    """Create a key and print it (once) on stdout."""
+    from payment.auth import apikeys
+    from payment.auth.principal import Role
+
+    with _key_store() as factory:
+        issued = apikeys.create_key(factory=factory, name=name, role=Role(role), actor=_cli_actor())
+    _print_issued(issued, "Created")
+
+
+@apikey.command("rotate")
+@click.argument("key_id")
+@click.option("--grace", type=int, default=None, help="Seconds the old key stays valid (default: the setting).")
+def apikey_rotate(key_id: str, grace: int | None) -> None:
+    """Issue a successor of KEY_ID; the old key keeps working for the grace period."""
+    from payment.auth import apikeys
+    from payment.core.config import get_settings
+    from payment.core.problems import Problem
+
+    seconds = grace if grace is not None else get_settings().api_key_rotation_grace_seconds
+    with _key_store() as factory:
+        try:
+            issued = apikeys.rotate_key(factory=factory, key_id=key_id, grace_seconds=seconds, actor=_cli_actor())
+        except Problem as exc:
+            raise click.ClickException(exc.detail) from exc
+    _print_issued(issued, "Rotated to")
+    click.echo(f"The old key {key_id} stays valid for {seconds} s.", err=True)
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+def apikey_revoke(key_id: str) -> None:
+    """Revoke KEY_ID now."""
+    from payment.auth import apikeys
+    from payment.core.problems import Problem
+
+    with _key_store() as factory:
+        try:
+            apikeys.revoke_key(factory=factory, key_id=key_id, actor=_cli_actor())
+        except Problem as exc:
+            raise click.ClickException(exc.detail) from exc
+    click.echo(f"Revoked API key {key_id}.")
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """Every key: id, role, status, name, creation and last use (to the minute)."""
+    from payment.auth import apikeys
+
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+
+    with _key_store() as factory:
+        keys = apikeys.list_keys(factory=factory)
+    click.echo(f"{'ID':16}  {'ROLE':8}  {'STATUS':8}  {'CREATED':16}  {'LAST USED':16}  {'EXPIRES':16}  NAME")
+    for info in keys:
+        click.echo(
+            f"{info.id:16}  {info.role.value:8}  {info.status():8}  {when(info.created_at):16}  "
+            f"{when(info.last_used_at):16}  {when(info.expires_at):16}  {info.name}"
+        )
+
+
+DEV_KEY_NAME = "musdpay dev"
+
+
+def _dev_operator_key(environment: str) -> str:
+    """A fresh operator key for the local stack (earlier ones of `musdpay dev` are revoked)."""
+    from payment.auth import apikeys
+    from payment.auth.audit import Actor
+    from payment.auth.principal import Role
+    from payment.core import migrations
+    from payment.core.config import Settings
+
+    actor = Actor(name="cli:musdpay-dev", role="admin", origin="cli")
+    with _key_store(Settings(environment=environment)) as factory:
+        migrations.upgrade(factory.kw["bind"])
+        for info in apikeys.list_keys(factory=factory):
+            if info.name == DEV_KEY_NAME and info.revoked_at is None:
+                apikeys.revoke_key(factory=factory, key_id=info.id, actor=actor)
+        issued = apikeys.create_key(factory=factory, name=DEV_KEY_NAME, role=Role.operator, actor=actor)
+    return issued.key
+
+
+@main.group()
 def sandbox() -> None:
     """Local stand-ins for external services."""
 
@@ -99,6 +319,12 @@ def sandbox() -> None:
     help="Drive every new session to this status automatically.",
 )
 @click.option("--auto-advance-delay", type=float, default=0.2, show_default=True)
+@click.option(
+    "--chain",
+    "chain_info",
+    default=None,
+    help="Deliver real MUSD on a local chain: the JSON line `musdpay sandbox chain` prints (or @file holding it).",
+)
 def sandbox_stripe(
     host: str,
     port: int,
@@ -107,11 +333,19 @@ def sandbox_stripe(
     api_key: str | None,
     auto_advance: str | None,
     auto_advance_delay: float,
+    chain_info: str | None,
 ) -> None:
     """Run the Stripe Crypto Onramp emulator."""
     from sandbox.stripe.config import EmulatorConfig
     from sandbox.stripe.server import run
 
+    fulfiller = None
+    if chain_info:
+        from sandbox.chain.fulfillment import ChainFulfiller
+        from sandbox.chain.local import LocalChain
+
+        text = Path(chain_info[1:]).read_text(encoding="utf-8") if chain_info.startswith("@") else chain_info
+        fulfiller = ChainFulfiller(LocalChain.attach(json.loads(text)))
     run(
         EmulatorConfig(
             host=host,
@@ -121,7 +355,8 @@ def sandbox_stripe(
             api_key=api_key,
             auto_advance=auto_advance,
             auto_advance_delay=auto_advance_delay,
-        )
+        ),
+        fulfiller=fulfiller,
     )
 
 
@@ -153,43 +388,60 @@ def sandbox_rpc_proxy(upstream: str, host: str, port: int, control_port: int, na
     run(ProxyConfig(upstream=upstream, host=host, port=port, control_port=control_port, name=name, seed=seed))
 
 
+@sandbox.command("receivers")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9300, show_default=True, help="HTTP: webhooks, /api/received and the page.")
+@click.option("--smtp-port", type=int, default=2525, show_default=True)
+@click.option("--smtp-user", default=None, help="Require SMTP AUTH with this login (and --smtp-password).")
+@click.option("--smtp-password", default=None)
+def sandbox_receivers(host: str, port: int, smtp_port: int, smtp_user: str | None, smtp_password: str | None) -> None:
+    """Run capture receivers: Slack and Discord webhooks, PagerDuty Events v2 and SMTP, validating and keeping all."""
+    from sandbox.receivers.server import ReceiversConfig, run
+
+    credentials = (smtp_user, smtp_password or "") if smtp_user else None
+    run(ReceiversConfig(host=host, port=port, smtp_port=smtp_port, smtp_credentials=credentials))
+
+
 @main.command()
 @click.option("--port", type=int, default=3001, show_default=True, help="API port.")
 @click.option("--stripe-port", type=int, default=12111, show_default=True, help="Stripe emulator port.")
+@click.option("--chain-port", type=int, default=8545, show_default=True, help="Local chain (anvil) RPC port.")
 @click.option("--auto-advance", default=None, help="Passed to the emulator (e.g. fulfillment_complete).")
-def dev(port: int, stripe_port: int, auto_advance: str | None) -> None:
-    """Run the local stack: the Stripe emulator and the API wired to it (SQLite, development mode)."""
+def dev(port: int, stripe_port: int, chain_port: int, auto_advance: str | None) -> None:
+    """Run the local stack: chain, RPC proxies, Stripe emulator and the API (SQLite, development mode)."""
+    from musdpay.devstack import DevStack, wire_chain
+
     env = dict(os.environ)
     env.setdefault("MUSDPAY_ENVIRONMENT", "development")
     env.setdefault("MUSDPAY_STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
     env.setdefault("MUSDPAY_STRIPE_SECRET_KEY", DEV_STRIPE_KEY)
     env.setdefault("MUSDPAY_STRIPE_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)
     secret = env["MUSDPAY_STRIPE_WEBHOOK_SECRETS"].split(",")[0].strip()
-    emulator = [
-        sys.executable, "-m", "musdpay", "sandbox", "stripe",
-        "--port", str(stripe_port),
-        "--webhook-url", f"http://127.0.0.1:{port}/api/v1/webhooks/stripe",
-        "--webhook-secret", secret,
-    ]  # fmt: skip
-    if auto_advance:
-        emulator += ["--auto-advance", auto_advance]
-    api = [sys.executable, "-m", "musdpay", "serve", "--port", str(port)]
-    children = [subprocess.Popen(emulator, env=env), subprocess.Popen(api, env=env)]
-    click.echo(f"API on http://127.0.0.1:{port} (docs at /docs), Stripe emulator on http://127.0.0.1:{stripe_port}")
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stack = DevStack(env)
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.2)
-    finally:
-        stop(signal.SIGTERM, None)
-        for child in children:
-            child.wait(timeout=30)
-    codes = {child.returncode for child in children}
-    sys.exit(0 if codes <= {0, -signal.SIGTERM} else 1)
+        wired = wire_chain(stack, chain_port)
+        emulator = [
+            "sandbox", "stripe",
+            "--port", str(stripe_port),
+            "--webhook-url", f"http://127.0.0.1:{port}/api/v1/webhooks/stripe",
+            "--webhook-secret", secret,
+        ]  # fmt: skip
+        if auto_advance:
+            emulator += ["--auto-advance", auto_advance]
+        # Onramp mode: the emulator pays buyers on the chain, as Stripe would. Treasury mode: we do.
+        if env.get("MUSDPAY_DELIVERY_MODE", "onramp") == "onramp":
+            emulator += ["--chain", json.dumps(wired["chain"])]
+        operator_key = _dev_operator_key(env["MUSDPAY_ENVIRONMENT"])
+        stack.start(*emulator)
+        stack.start("serve", "--port", str(port))
+    except Exception as exc:
+        stack.stop()
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"API on http://127.0.0.1:{port} (docs at /docs), Stripe emulator on http://127.0.0.1:{stripe_port}")
+    click.echo(
+        f"Local Mezo chain on {wired['chain']['rpcUrl']} (MUSD {wired['chain']['musdAddress']}); RPC providers "
+        f"spectrum {wired['spectrum']['url']} (faults: {wired['spectrum']['controlUrl']}/_proxy/faults), "
+        f"public {wired['public']['url']}"
+    )
+    click.echo(f"Development operator API key (Authorization: Bearer ...): {operator_key}")
+    sys.exit(stack.wait())

@@ -20,19 +20,29 @@ from opentelemetry.metrics import NoOpMeterProvider
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from payment.auth.views import install_auth
+from payment.chain.client import ChainClient
+from payment.chain.pool import ProviderPool
 from payment.core import migrations
-from payment.core.config import Settings, get_settings
+from payment.core.config import Environment, Settings, get_settings
 from payment.core.db import create_db_engine, make_session_factory
 from payment.core.logs import configure_logging
 from payment.core.metrics import PaymentMetrics
 from payment.core.middleware import ObservabilityMiddleware
 from payment.core.problems import PROBLEM_TYPES, NotFound, install_problem_handlers
 from payment.core.telemetry import Telemetry, build_tracer_provider, otlp_configured
+from payment.delivery.views import router as delivery_router
+from payment.delivery.worker import DeliveryWorker
 from payment.deps import AppState
 from payment.health.views import router as health_router
 from payment.onramp import service as onramp_service
 from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway
 from payment.onramp.views import router as onramp_router
+from payment.security.bodylimit import BodyLimitMiddleware
+from payment.security.headers import SecurityHeadersMiddleware
+from payment.security.ratelimit import build_rate_limiter
+from payment.security.secrets import install_secret_scrubber
+from payment.security.throttle import RateLimitMiddleware
 from payment.webhooks.views import router as webhooks_router
 
 __all__ = ["create_app", "create_served_app"]
@@ -92,7 +102,9 @@ def create_app(
     *,
     gateway: OnrampGateway | None = None,
     telemetry: Telemetry | None = None,
+    chain_pool: ProviderPool | None = None,
 ) -> FastAPI:
+    """The API. `gateway` and `chain_pool` replace Stripe and the settings' RPC providers (the caller owns them)."""
     settings = settings or get_settings()
     telemetry = telemetry or build_telemetry(settings)
     engine = create_db_engine(settings)
@@ -100,22 +112,41 @@ def create_app(
     stripe_gateway = StripeOnrampGateway.from_settings(settings, telemetry) if gateway is None else None
     gateway = gateway or stripe_gateway
     state = AppState(
-        settings=settings, engine=engine, factory=make_session_factory(engine), gateway=gateway, telemetry=telemetry
+        settings=settings,
+        engine=engine,
+        factory=make_session_factory(engine),
+        gateway=gateway,
+        telemetry=telemetry,
+        rate_limiter=build_rate_limiter(settings, telemetry.metrics),
     )
+    pool = chain_pool or ProviderPool.from_settings(settings, telemetry)
+    state.chain = ChainClient(pool)
+    if settings.delivery_worker_enabled:
+        state.delivery_worker = DeliveryWorker(
+            settings=settings, factory=state.factory, run_db=state.run_db, chain=state.chain, telemetry=telemetry
+        )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_at_start:
             await run_in_threadpool(migrations.upgrade, engine)
         recovery = asyncio.create_task(_recovery_loop(state))
+        if chain_pool is None:
+            await pool.start()
+        worker = asyncio.create_task(state.delivery_worker.run()) if state.delivery_worker is not None else None
         try:
             yield
         finally:
-            recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recovery
+            for task in (recovery, worker):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if chain_pool is None:
+                await pool.aclose()
             if stripe_gateway is not None:
                 await stripe_gateway.aclose()
+            await state.rate_limiter.aclose()
             engine.dispose()
             telemetry.shutdown()
 
@@ -127,13 +158,43 @@ def create_app(
     )
     app.state.musdpay = state
     install_problem_handlers(app)
+    # Middleware, innermost first: body limit, rate limits, CORS (so a 429 is readable by the dApp), security
+    # headers (on every answer, preflights and refusals included), observability (outermost: sees everything).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_enabled:
+
+        def route_templates() -> list[str]:
+            listed = [getattr(route, "path", None) for route in app.routes]
+            return [*app.openapi().get("paths", {}), *(path for path in listed if isinstance(path, str))]
+
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=state.rate_limiter,
+            routes=settings.rate_limit_routes,
+            metrics=telemetry.metrics,
+            trusted_proxy_hops=settings.trusted_proxy_hops,
+            route_templates=route_templates,
+        )
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.cors_origins,
+        allow_origins=settings.allowed_cors_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-API-Key", "traceparent"],
-        expose_headers=["Location", "Idempotent-Replayed", "Retry-After"],
+        expose_headers=[
+            "Location",
+            "Idempotent-Replayed",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
         max_age=600,
+    )
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts_max_age=settings.hsts_max_age_seconds,
+        always_hsts=settings.environment is Environment.production,
+        trust_proxy=settings.trusted_proxy_hops > 0,
     )
     if settings.telemetry_enabled:
         multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -141,9 +202,11 @@ def create_app(
         app.add_middleware(
             ObservabilityMiddleware, metrics=telemetry.metrics, tracer=tracer, exemplars=not multiprocess
         )
+    install_auth(app)  # first: every route included after it gets the route-policy guard (payment/auth/rbac.py)
     app.include_router(health_router)
     app.include_router(onramp_router)
     app.include_router(webhooks_router)
+    app.include_router(delivery_router)
 
     @app.get("/problems/{slug}", include_in_schema=False)
     async def problem_type(slug: str) -> HTMLResponse:
@@ -157,7 +220,9 @@ def create_app(
 
 
 def create_served_app() -> FastAPI:
-    """The factory `musdpay serve` runs in each worker: JSON logs first, then the application."""
+    """The factory `musdpay serve` runs in each worker: JSON logs (configured secrets scrubbed) first, then the
+    application."""
     settings = get_settings()
     configure_logging(settings.log_level, json_output=settings.log_format == "json")
+    install_secret_scrubber(settings)
     return create_app(settings)

@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["DeliveryMode", "Environment", "RpcProvider", "Settings", "SettingsError", "get_settings"]
+__all__ = [
+    "DeliveryMode",
+    "Environment",
+    "JwtKey",
+    "RateRule",
+    "RpcProvider",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+]
 
 # The local chain's MUSD (sandbox/chain): the first contract anvil's first dev account deploys.
 LOCAL_MUSD_ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -26,7 +35,15 @@ LOCAL_MUSD_ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 ENV_PREFIX = "MUSDPAY_"
 
 # Fields whose value is a credential: readable from `<ENV>_FILE`, never shown.
-SECRET_FIELDS = ("stripe_secret_key", "stripe_webhook_secrets", "rpc_providers", "treasury_key")
+SECRET_FIELDS = (
+    "stripe_secret_key",
+    "stripe_webhook_secrets",
+    "rpc_providers",
+    "treasury_key",
+    "jwt_keys",
+    "redis_url",
+    "database_url",
+)
 
 # Values people paste from docs and forget to replace.
 _PLACEHOLDER_MARKERS = ("changeme", "placeholder", "your_", "xxx", "replace_me", "<")
@@ -61,6 +78,94 @@ def _parse_providers(value: Any) -> Any:
             raise ValueError("each RPC provider is name=url")
         providers.append({"name": name.strip(), "url": url.strip()})
     return providers
+
+
+class JwtKey(BaseModel):
+    """One HS256 signing key of access tokens, named by the `kid` its tokens carry (see docs/security.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kid: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    secret: SecretStr
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("each JWT secret must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
+
+def _parse_jwt_keys(value: Any) -> Any:
+    """`kid:secret,kid:secret` into JwtKey dicts (a secret may contain ':' but not ',')."""
+    if not isinstance(value, str):
+        return value
+    keys = []
+    for item in _split_csv(value):
+        kid, sep, secret = item.partition(":")
+        if not sep or not secret.strip():
+            raise ValueError("each JWT key is kid:secret")
+        keys.append({"kid": kid.strip(), "secret": secret.strip()})
+    return keys
+
+
+class RateRule(BaseModel):
+    """A rate limit: `limit` requests per `period` seconds (burst up to `limit`), written `limit/period`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    limit: int = Field(ge=1)
+    period: float = Field(gt=0)
+
+
+# Rate limit rules (per client IP, and per principal where authentication applies them); see docs/security.md.
+DEFAULT_RATE_LIMITS = {
+    "default": RateRule(limit=300, period=60),
+    "create_session": RateRule(limit=30, period=60),
+    "auth": RateRule(limit=30, period=60),  # sign-in, token refresh
+    "auth_failure": RateRule(limit=10, period=300),  # 401 answers; once empty, credentials are refused (429)
+    "webhook": RateRule(limit=6000, period=60),  # Stripe: generous, on its own bucket, never the default's
+}
+# `[METHOD ]/path` (a `*` suffix matches a prefix) -> rule name, or `exempt`; other routes use `default`.
+DEFAULT_RATE_LIMIT_ROUTES = {
+    "POST /api/v1/onramp/sessions": "create_session",
+    "/api/v1/webhooks/stripe": "webhook",
+    "/api/v1/auth/*": "auth",
+    "/healthz": "exempt",
+    "/readyz": "exempt",
+    "/metrics": "exempt",
+}
+
+
+def _parse_rate_limits(value: Any) -> Any:
+    """`name=limit/period,...` (e.g. `create_session=30/60`) into rules, over the defaults."""
+    if isinstance(value, str):
+        parsed: dict[str, Any] = {}
+        for item in _split_csv(value):
+            name, sep, spec = item.partition("=")
+            limit, slash, period = spec.partition("/")
+            if not sep or not slash:
+                raise ValueError("each rate limit is name=limit/seconds, e.g. create_session=30/60")
+            parsed[name.strip()] = {"limit": limit.strip(), "period": period.strip()}
+        value = parsed
+    if isinstance(value, dict):
+        return {**DEFAULT_RATE_LIMITS, **value}
+    return value
+
+
+def _parse_rate_limit_routes(value: Any) -> Any:
+    """`[METHOD ]/path=rule,...` into a mapping, over the defaults."""
+    if isinstance(value, str):
+        parsed: dict[str, str] = {}
+        for item in _split_csv(value):
+            route, sep, rule = item.rpartition("=")
+            if not sep or not route.strip() or not rule.strip():
+                raise ValueError("each rate limit route is [METHOD ]/path=rule, e.g. POST /api/v1/x=create_session")
+            parsed[route.strip()] = rule.strip()
+        value = parsed
+    if isinstance(value, dict):
+        return {**DEFAULT_RATE_LIMIT_ROUTES, **value}
+    return value
 
 
 class Environment(StrEnum):
@@ -146,6 +251,8 @@ class Settings(BaseSettings):
     delivery_mode: DeliveryMode = DeliveryMode.onramp
     delivery_worker_enabled: bool = True  # run the delivery worker inside the API process
     delivery_poll_seconds: float = Field(default=1.0, gt=0)
+    # The worker's lease: how long another process waits before taking over from one that died.
+    delivery_lease_seconds: float = Field(default=30.0, gt=0)
     delivery_confirmations: int = Field(default=1, ge=1)  # CometBFT: one block is final
     delivery_deadline_seconds: float = Field(default=3600.0, gt=0)  # give up re-checking after this
     delivery_retry_initial_seconds: float = Field(default=2.0, gt=0)
@@ -159,8 +266,68 @@ class Settings(BaseSettings):
     treasury_stuck_seconds: float = Field(default=60.0, gt=0)  # replace an unmined transfer after this
     treasury_fee_bump_percent: int = Field(default=25, ge=10, le=500)  # nodes require at least +10%
 
+    # Authentication: wallet sign-in (EIP-4361), access JWTs, refresh tokens and API keys; see docs/security.md.
+    # No JWT key outside development refuses to start (the app, not these settings: `db upgrade` needs none).
+    jwt_keys: Annotated[list[JwtKey], NoDecode] = Field(default_factory=list)  # "kid:secret,..." (HS256)
+    jwt_active_kid: str | None = None  # the key that signs new tokens; default: the first of jwt_keys
+    jwt_issuer: str = Field(default="musdpay", min_length=1)
+    jwt_audience: str = Field(default="musdpay-api", min_length=1)
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=3600)
+    refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300)  # absolute: sign in again after this
+    siwe_domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["localhost:5175"])
+    siwe_nonce_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    siwe_clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    api_key_rotation_grace_seconds: int = Field(default=86400, ge=0)  # an old key's life after `rotate`
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://localhost:5175"])
     trusted_proxy_hops: int = Field(default=0, ge=0)
+
+    # Edge security: rate limits, request body size, security headers, shared limits in Redis (payment/security,
+    # docs/security.md).
+    redis_url: SecretStr | None = None  # redis://[:password@]host:6379/0 shares rate limits; unset: per process
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)  # per Redis call, then the in-memory fallback
+    rate_limit_enabled: bool = True
+    rate_limits: Annotated[dict[str, RateRule], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    rate_limit_routes: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMIT_ROUTES)
+    )
+    rate_limit_max_keys: int = Field(default=100_000, ge=100)  # in-memory buckets kept per process
+    rate_limit_redis_prefix: str = "musdpay:ratelimit:"  # instances sharing a prefix share their limits
+    max_body_bytes: int = Field(default=262_144, ge=1024)  # request bodies, streamed or not
+    hsts_max_age_seconds: int = Field(default=63_072_000, ge=0)  # over TLS and in production; 0: no HSTS
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _rate_limits(cls, value: Any) -> Any:
+        return _parse_rate_limits(value)
+
+    @field_validator("rate_limit_routes", mode="before")
+    @classmethod
+    def _rate_limit_routes(cls, value: Any) -> Any:
+        return _parse_rate_limit_routes(value)
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_redis_url(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_edge(self) -> Settings:
+        named = {rule for rule in self.rate_limit_routes.values() if rule != "exempt"}
+        unknown = sorted(named - set(self.rate_limits))
+        if unknown:
+            raise SettingsError(f"rate limit routes name unknown rules: {', '.join(unknown)}")
+        if "*" in self.cors_origins and self.environment is not Environment.development:
+            raise SettingsError("MUSDPAY_CORS_ORIGINS may not be * outside development; list the dApp origins")
+        return self
+
+    @property
+    def allowed_cors_origins(self) -> list[str]:
+        """The CORS allow-list: as configured; by default the seed's dApp origin, in development and test only
+        (never a localhost origin in staging or production unless configured)."""
+        if "cors_origins" in self.model_fields_set or self.environment in {Environment.development, Environment.test}:
+            return self.cors_origins
+        return []
 
     # Observability: JSON logs, OpenTelemetry traces (exported only when OTEL_EXPORTER_OTLP_* is set), metrics.
     telemetry_enabled: bool = True
@@ -184,6 +351,7 @@ class Settings(BaseSettings):
         "destination_networks",
         "cors_origins",
         "crash_points",
+        "siwe_domains",
         mode="before",
     )
     @classmethod
@@ -194,6 +362,11 @@ class Settings(BaseSettings):
     @classmethod
     def _providers(cls, value: Any) -> Any:
         return _parse_providers(value)
+
+    @field_validator("jwt_keys", mode="before")
+    @classmethod
+    def _jwt_keys(cls, value: Any) -> Any:
+        return _parse_jwt_keys(value)
 
     @field_validator("rpc_providers")
     @classmethod
@@ -232,8 +405,18 @@ class Settings(BaseSettings):
             raise SettingsError("a live Stripe key is configured outside production")
         return self
 
+    @model_validator(mode="after")
+    def _check_auth(self) -> Settings:
+        kids = [key.kid for key in self.jwt_keys]
+        if len(set(kids)) != len(kids):
+            raise SettingsError("JWT key ids (kid) must be unique")
+        if self.jwt_active_kid is not None and self.jwt_active_kid not in kids:
+            raise SettingsError(f"MUSDPAY_JWT_ACTIVE_KID {self.jwt_active_kid!r} is not among MUSDPAY_JWT_KEYS")
+        return self
+
     def _secret_values(self) -> list[str]:
         values = [secret.get_secret_value() for secret in self.stripe_webhook_secrets]
+        values += [key.secret.get_secret_value() for key in self.jwt_keys]
         values += [provider.url.get_secret_value() for provider in self.rpc_providers]
         if self.treasury_key:
             values.append(self.treasury_key.get_secret_value())

@@ -7,15 +7,17 @@ SQLite's own sleep-and-retry busy handler.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, DateTime, Dialect, Engine, MetaData, Numeric, String, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator, TypeEngine
+from starlette.concurrency import run_in_threadpool
 
 from payment.core.config import Settings
 from payment.core.metrics import InstrumentedQueuePool
@@ -27,7 +29,12 @@ __all__ = [
     "core_transaction",
     "create_db_engine",
     "make_session_factory",
+    "run_db_on",
 ]
+
+T = TypeVar("T")
+
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -122,9 +129,13 @@ def create_db_engine(settings: Settings) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
+    # TLS options (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) stay in the URL's query and reach libpq as they
+    # are; a connect timeout (unless the URL sets one) turns an unreachable server into an error, not a hang.
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
     return create_engine(
         url,
         echo=settings.database_echo,
+        connect_args=connect_args,
         poolclass=InstrumentedQueuePool,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size * 2,
@@ -142,3 +153,20 @@ def core_transaction(factory: sessionmaker[Session]) -> AbstractContextManager[C
     commits on success, rolls back on error."""
     engine: Engine = factory.kw["bind"]
     return engine.begin()
+
+
+def run_db_on(engine: Engine) -> Callable[..., Awaitable[Any]]:
+    """An awaitable runner of short database work on `engine`: inline on SQLite, in the thread pool otherwise.
+
+    SQLite is a local file with one pooled connection, so its short transactions cost less than the hop to a
+    worker thread (and the lock traffic of many threads queueing on one connection); PostgreSQL waits on the
+    network, so it must not block the event loop.
+    """
+    inline = engine.dialect.name == "sqlite"
+
+    async def run_db(function: Callable[..., T], /, **kwargs: Any) -> T:
+        if inline:
+            return function(**kwargs)
+        return await run_in_threadpool(function, **kwargs)
+
+    return run_db

@@ -167,6 +167,73 @@ class PaymentMetrics:
             registry=r,
         )
 
+        # Mezo JSON-RPC provider pool (payment/chain/pool.py); `provider` is a configured name, never a URL.
+        self.rpc_request_duration = Histogram(
+            "rpc_request_duration_seconds",
+            "Duration of each JSON-RPC call to one provider (every attempt and health poll), by provider, method "
+            "(known eth_* names, else other) and outcome (success, rpc_error, failure).",
+            ["provider", "method", "outcome"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rpc_errors = Counter(
+            "rpc_errors_total",
+            "Failed JSON-RPC calls, by provider and error kind (timeout, connect, http_429, http_5xx, http_other, "
+            "jsonrpc_error, invalid_response, chain_id_mismatch, no_provider).",
+            ["provider", "kind"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rpc_failovers = Counter(
+            "rpc_failovers_total",
+            "Calls that moved from one provider to the next after a retryable error.",
+            ["from_provider", "to_provider"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rpc_provider_state = Gauge(
+            "rpc_provider_state",
+            "1 for the current health state of each provider (unknown, healthy, unreachable, out_of_sync, "
+            "wrong_chain), 0 for the others.",
+            ["provider", "state"],
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.rpc_provider_selected = Gauge(
+            "rpc_provider_selected",
+            "1 for the provider calls go to first, 0 for the others.",
+            ["provider"],
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.rpc_provider_head_lag = Gauge(
+            "rpc_provider_head_lag_blocks",
+            "Blocks the provider's head was behind the best provider's at the last health poll.",
+            ["provider"],
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
+        # Edge security (payment/security): requests refused by rate limits, and the shared limiter's health.
+        self.rate_limited = Counter(
+            "rate_limited_total",
+            "Requests refused with 429 by a rate limit, by rule (default, create_session, auth, auth_failure, "
+            "webhook, ...).",
+            ["rule"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.rate_limit_backend_errors = Counter(
+            "rate_limit_backend_errors_total",
+            "Rate limit checks that could not reach Redis and were answered by the in-process limiter instead.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+
     def watch_pool(self, engine: Engine) -> None:
         """Expose the engine's pool occupancy and time its checkouts."""
         self.registry.register(PoolCollector(engine))
@@ -219,3 +286,31 @@ class PoolCollector(Collector):
         yield in_use
         yield size
         yield overflow
+
+
+# JSON-RPC methods labelled by name in the rpc_* families; any other method is counted as "other".
+KNOWN_RPC_METHODS = frozenset(
+    {
+        "eth_blockNumber",
+        "eth_call",
+        "eth_chainId",
+        "eth_estimateGas",
+        "eth_feeHistory",
+        "eth_gasPrice",
+        "eth_getBalance",
+        "eth_getBlockByNumber",
+        "eth_getCode",
+        "eth_getLogs",
+        "eth_getTransactionByHash",
+        "eth_getTransactionCount",
+        "eth_getTransactionReceipt",
+        "eth_maxPriorityFeePerGas",
+        "eth_sendRawTransaction",
+        "eth_syncing",
+        "net_version",
+    }
+)
+
+
+def rpc_method_label(method: str) -> str:
+    return method if method in KNOWN_RPC_METHODS else "other"

@@ -55,6 +55,28 @@ PROBLEM_TYPES: dict[str, str] = {
     "invalid-signature": "The webhook's Stripe-Signature header is missing, wrong, or too old.",
     "database-unavailable": "The database could not be reached; retry after `Retry-After`.",
     "not-ready": "The service is not ready to take traffic; `checks` says why.",
+    "authentication-required": "The route needs credentials: a wallet access token or an API key (Authorization).",
+    "invalid-credentials": "The Authorization or X-API-Key header is malformed, or both name different credentials.",
+    "invalid-token": "The access token is malformed, forged, not yet valid, or for another issuer, audience or key.",
+    "token-expired": "The access token has expired; get a new one with the refresh token.",
+    "invalid-api-key": "The API key is unknown, wrong, revoked, or past the grace period of its rotation.",
+    "forbidden": "The caller is authenticated but its role may not use this route.",
+    "wallet-mismatch": "A wallet may only create sessions for its own address.",
+    "invalid-siwe-message": "The sign-in message is not a well-formed EIP-4361 message.",
+    "siwe-domain-mismatch": "The sign-in message is for another domain or URI than this service accepts.",
+    "siwe-chain-mismatch": "The sign-in message is for another chain id than this service's Mezo network.",
+    "siwe-nonce-invalid": "The sign-in nonce is unknown, already used, or expired; ask for a new one.",
+    "siwe-message-expired": "The sign-in message is expired, not yet valid, or issued too long ago.",
+    "siwe-signature-invalid": "The signature is not the address's: neither ECDSA nor its EIP-1271 contract accepts it.",
+    "signature-check-unavailable": "The chain could not be asked to check a smart-account signature; retry later.",
+    "invalid-refresh-token": "The refresh token is unknown, expired, or revoked; sign in again.",
+    "refresh-token-reused": "An already-rotated refresh token was presented: its whole family is now revoked.",
+    "too-many-auth-failures": "Too many failed authentications from this client; retry after `Retry-After`.",
+    "api-key-not-rotatable": "The API key is revoked, expired, or already rotated (rotate its successor).",
+    "rate-limited": "Too many requests from this client for this route; retry after `Retry-After` seconds.",
+    "payload-too-large": "The request body is larger than the service accepts (MUSDPAY_MAX_BODY_BYTES).",
+    "no-delivery": "The session is not fulfilled yet, so it has no MUSD delivery to act on.",
+    "delivery-not-retryable": "Only a held or failed treasury delivery can be retried; verify re-checks any.",
     "internal-error": "An unexpected error; it has been logged with the request id.",
     "http-error": "A generic HTTP error.",
 }
@@ -176,7 +198,9 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large", 429: "rate-limited"}.get(
+        exc.status_code, "http-error"
+    )
     problem = Problem(
         status=exc.status_code,
         slug=slug,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine
 
+from payment.auth import models as _auth_models  # noqa: F401 - registers the tables
 from payment.core.config import Settings
 from payment.core.db import Base, create_db_engine
 from payment.delivery import models as _delivery_models  # noqa: F401 - registers the tables

@@ -11,6 +11,8 @@ from eth_utils.address import is_checksum_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from payment.core.config import DeliveryMode
+from payment.delivery.status import DeliveryStatus
 from payment.onramp.status import SessionStatus
 
 __all__ = [
@@ -105,6 +107,17 @@ class TransactionDetailsOut(_CamelModel):
     transaction_fee_amount: Decimal | None
 
 
+class DeliveryOut(_CamelModel):
+    mode: DeliveryMode = Field(description="onramp: Stripe delivers and we verify; treasury: we send from our treasury")
+    status: DeliveryStatus
+    tx_hash: str | None = Field(description="The MUSD transfer on Mezo (checked, or sent by our treasury)")
+    confirmations: int
+    expected_amount: Decimal | None = Field(description="MUSD owed to the wallet, after fees")
+    delivered_amount: Decimal | None = Field(description="MUSD the transfer paid to the wallet, as read on chain")
+    verified_at: datetime | None
+    reason: str | None = Field(description="Why the delivery is not (yet) verified")
+
+
 class SessionOut(_CamelModel):
     id: str
     stripe_session_id: str | None
@@ -119,6 +132,9 @@ class SessionOut(_CamelModel):
     livemode: bool
     created_at: datetime
     updated_at: datetime
+    delivery: DeliveryOut | None = Field(
+        default=None, description="The MUSD delivery, once the session is fulfilled; null before"
+    )
 
 
 class SessionPage(_CamelModel):

@@ -34,6 +34,7 @@ from payment.core.db import core_transaction
 from payment.core.faults import crash_point
 from payment.core.problems import Conflict, FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
 from payment.core.telemetry import Telemetry, current_traceparent
+from payment.delivery.outbox import DUE_STATUS, enqueue_delivery
 from payment.onramp import store
 from payment.onramp.models import OnrampSession
 from payment.onramp.schemas import CreateSessionRequest, normalize_wallet_address
@@ -347,7 +348,7 @@ def _attach(
             raise UpstreamProblem(503, "stripe-unavailable", "The session could not be created.", retry_after=1)
         changes, applied = apply_snapshot(current, snapshot, position=(0, ""), source=source, now=clock())
         changes["creation_started_at"] = current.creation_started_at = None
-        write_snapshot(conn, current.id, changes, applied, None)
+        write_snapshot(conn, current, changes, applied, None, settings=settings)
     crash_point(settings, "after_commit")
     record_applied(telemetry, applied)
     if applied is not None and applied.from_status is SessionStatus.creating:
@@ -505,20 +506,33 @@ def apply_snapshot(
 
 
 def write_snapshot(
-    conn: Connection, row_id: str, changes: dict[str, Any], applied: Applied | None, event_id: str | None
-) -> None:
-    """Persist what apply_snapshot decided: the row's changes and, for a status change, its history entry."""
-    store.update_session(conn, row_id, changes)
-    if applied is not None and applied.from_status is not applied.to_status:
-        store.add_status_change(
-            conn,
-            session_id=row_id,
-            from_status=applied.from_status,
-            to_status=applied.to_status,
-            source=applied.source,
-            event_id=event_id,
-            at=applied.at,
-        )
+    conn: Connection,
+    row: OnrampSession,
+    changes: dict[str, Any],
+    applied: Applied | None,
+    event_id: str | None,
+    *,
+    settings: Settings,
+) -> bool:
+    """Persist what apply_snapshot decided: the row's changes and, for a status change, its history entry and
+    (once paid) the delivery it now owes. True if a delivery was created."""
+    store.update_session(conn, row.id, changes)
+    if applied is None or applied.from_status is applied.to_status:
+        return False
+    store.add_status_change(
+        conn,
+        session_id=row.id,
+        from_status=applied.from_status,
+        to_status=applied.to_status,
+        source=applied.source,
+        event_id=event_id,
+        at=applied.at,
+    )
+    if applied.to_status is not DUE_STATUS:
+        return False
+    return enqueue_delivery(
+        conn, row, mode=settings.delivery_mode, deadline_seconds=settings.delivery_deadline_seconds, now=applied.at
+    )
 
 
 # --- reads -------------------------------------------------------------------------------------------------
@@ -558,10 +572,15 @@ def list_sessions(
     status: SessionStatus | None,
     limit: int,
     cursor: str | None,
+    owner: str | None = None,
 ) -> SessionPage:
-    """Newest first, keyset-paginated on (created_at, id) so pages stay stable while rows are added."""
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable while rows are added.
+
+    `owner` (a wallet caller's own address) restricts the list to its sessions, whatever the filters say."""
     limit = max(1, min(limit, MAX_PAGE))
     query = select(OnrampSession).where(OnrampSession.status != SessionStatus.creating.value)
+    if owner is not None:
+        query = query.where(OnrampSession.wallet_address == owner)
     if wallet_address is not None:
         try:
             wallet = normalize_wallet_address(wallet_address)

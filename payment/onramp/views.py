@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
+from payment.auth.errors import Forbidden
+from payment.auth.rbac import ANY_ROLE, require_roles
+from payment.core.config import DeliveryMode
 from payment.core.openapi import problem_responses
-from payment.core.problems import FieldError, ValidationProblem
-from payment.deps import Principal, PrincipalDep, StateDep, client_ip
+from payment.core.problems import FieldError, NotFound, ValidationProblem
+from payment.delivery import store as delivery_store
+from payment.delivery.models import Delivery
+from payment.delivery.status import DeliveryStatus
+from payment.deps import Principal, StateDep, client_ip
 from payment.onramp import service
 from payment.onramp.models import OnrampSession
-from payment.onramp.schemas import CreateSessionRequest, SessionOut, SessionPage, TransactionDetailsOut
+from payment.onramp.schemas import (
+    CreateSessionRequest,
+    DeliveryOut,
+    SessionOut,
+    SessionPage,
+    TransactionDetailsOut,
+)
 from payment.onramp.status import SessionStatus
 
 __all__ = ["router"]
@@ -20,8 +32,25 @@ router = APIRouter(prefix="/api/v1/onramp", tags=["onramp"])
 
 _MAX_KEY_LENGTH = 255
 
+# Wallets: their own sessions only. Operators and admins: every session; they may also create sessions on
+# behalf of any wallet (a dApp's backend calling server to server with an operator API key).
+Caller = Annotated[Principal, Depends(require_roles(*ANY_ROLE))]
 
-def to_out(row: OnrampSession, *, include_secret: bool) -> SessionOut:
+
+def delivery_out(delivery: Delivery) -> DeliveryOut:
+    return DeliveryOut(
+        mode=DeliveryMode(delivery.mode),
+        status=DeliveryStatus(delivery.status),
+        tx_hash=delivery.tx_hash,
+        confirmations=delivery.confirmations,
+        expected_amount=delivery.expected_amount,
+        delivered_amount=delivery.delivered_amount,
+        verified_at=delivery.verified_at,
+        reason=delivery.reason,
+    )
+
+
+def to_out(row: OnrampSession, *, include_secret: bool, delivery: Delivery | None = None) -> SessionOut:
     return SessionOut(
         id=row.id,
         stripe_session_id=row.stripe_session_id,
@@ -41,6 +70,7 @@ def to_out(row: OnrampSession, *, include_secret: bool) -> SessionOut:
         livemode=row.livemode,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        delivery=delivery_out(delivery) if delivery is not None else None,
     )
 
 
@@ -58,16 +88,18 @@ def _check_idempotency_key(key: str | None) -> None:
     status_code=status.HTTP_201_CREATED,
     response_model=SessionOut,
     response_model_by_alias=True,
-    responses=problem_responses(400, 409, 422, 502, 503, 504),
+    responses=problem_responses(400, 401, 403, 409, 422, 502, 503, 504),
     summary="Create an onramp session for a wallet",
 )
 async def create_session(
     body: CreateSessionRequest,
     request: Request,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: Caller,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
+    if principal.kind == "wallet" and not principal.owns(body.wallet_address):
+        raise Forbidden("wallet-mismatch", "A wallet may only create sessions for its own address.")
     _check_idempotency_key(idempotency_key)
     outcome = await service.create_session(
         run_db=state.run_db,
@@ -97,26 +129,30 @@ def _visible_secret(principal: Principal, row: OnrampSession) -> bool:
     "/sessions/{session_id}",
     response_model=SessionOut,
     response_model_by_alias=True,
-    responses=problem_responses(404),
+    responses=problem_responses(401, 403, 404),
     summary="Get one onramp session",
 )
 async def get_session(
-    session_id: Annotated[str, Path(max_length=64)], state: StateDep, principal: PrincipalDep
+    session_id: Annotated[str, Path(max_length=64)], state: StateDep, principal: Caller
 ) -> SessionOut:
     row = await state.run_db(service.get_session, factory=state.factory, session_id=session_id)
-    return to_out(row, include_secret=_visible_secret(principal, row))
+    if principal.kind == "wallet" and not principal.owns(row.wallet_address):
+        # 404, not 403: another wallet's session id must not be confirmed to exist.
+        raise NotFound(f"No onramp session with id {session_id!r}.")
+    deliveries = await state.run_db(delivery_store.deliveries_for, factory=state.factory, session_ids=[row.id])
+    return to_out(row, include_secret=_visible_secret(principal, row), delivery=deliveries.get(row.id))
 
 
 @router.get(
     "/sessions",
     response_model=SessionPage,
     response_model_by_alias=True,
-    responses=problem_responses(422),
-    summary="List onramp sessions, newest first",
+    responses=problem_responses(401, 403, 422),
+    summary="List onramp sessions, newest first (a wallet sees its own only)",
 )
 async def list_sessions(
     state: StateDep,
-    principal: PrincipalDep,
+    principal: Caller,
     wallet_address: Annotated[str | None, Query(alias="walletAddress", max_length=64)] = None,
     session_status: Annotated[SessionStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 20,
@@ -129,9 +165,16 @@ async def list_sessions(
         status=session_status,
         limit=limit,
         cursor=cursor,
+        owner=principal.subject if principal.kind == "wallet" else None,
+    )
+    deliveries = await state.run_db(
+        delivery_store.deliveries_for, factory=state.factory, session_ids=[row.id for row in page.sessions]
     )
     return SessionPage(
-        data=[to_out(row, include_secret=_visible_secret(principal, row)) for row in page.sessions],
+        data=[
+            to_out(row, include_secret=_visible_secret(principal, row), delivery=deliveries.get(row.id))
+            for row in page.sessions
+        ],
         has_more=page.has_more,
         next_cursor=page.next_cursor,
     )

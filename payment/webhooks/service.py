@@ -20,17 +20,18 @@ from sqlalchemy import Connection, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from payment.auth import audit
 from payment.core.config import Settings
 from payment.core.db import core_transaction
 from payment.core.faults import crash_point
 from payment.core.metrics import event_type_label
-from payment.core.problems import FieldError, Problem, UpstreamProblem, ValidationProblem
+from payment.core.problems import FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
 from payment.core.telemetry import Telemetry, link_current_span
 from payment.onramp import store
 from payment.onramp.service import Applied, apply_snapshot, parse_snapshot, record_applied, write_snapshot
 from payment.webhooks.models import WebhookEvent
 
-__all__ = ["InvalidSignature", "Outcome", "ingest_event", "verify_signature"]
+__all__ = ["InvalidSignature", "Outcome", "ingest_event", "replay_event", "verify_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class IngestResult:
     event_type: str
     outcome: Outcome
     session_id: str | None
+    delivery_enqueued: bool = False  # this event made the session's MUSD delivery due
 
 
 def verify_signature(payload: bytes, header: str | None, secrets: Sequence[str], tolerance: int) -> None:
@@ -148,7 +150,7 @@ def _record_and_apply(
     obj: dict[str, Any] = event["data"]["object"]
     try:
         with core_transaction(factory) as conn:
-            outcome, session_id, applied = _apply(conn, event, obj, now)
+            outcome, session_id, applied, enqueued = _apply(conn, settings, event, obj, now)
             # Recorded last: if the id is taken (a duplicate delivery), the unique key fails the insert and the
             # whole transaction, the session's changes included, rolls back.
             conn.execute(
@@ -172,25 +174,59 @@ def _record_and_apply(
             if db.execute(_EVENT_EXISTS, {"event_id": event_id}).first() is None:
                 raise
         return IngestResult(event_id, event_type, Outcome.duplicate, None), None
-    return IngestResult(event_id, event_type, outcome, session_id), applied
+    return IngestResult(event_id, event_type, outcome, session_id, enqueued), applied
 
 
 def _apply(
-    conn: Connection, event: dict[str, Any], obj: dict[str, Any], now: datetime
-) -> tuple[Outcome, str | None, Applied | None]:
+    conn: Connection, settings: Settings, event: dict[str, Any], obj: dict[str, Any], now: datetime
+) -> tuple[Outcome, str | None, Applied | None, bool]:
     if event["type"] != SESSION_UPDATED:
-        return Outcome.ignored, None, None
+        return Outcome.ignored, None, None, False
     try:
         snapshot = parse_snapshot(obj)
     except Problem:
         log.warning("webhook %s carries an object that is not an onramp session", event["id"])
-        return Outcome.ignored, None, None
+        return Outcome.ignored, None, None, False
     row = store.load_for_snapshot(conn, snapshot.stripe_session_id, snapshot.our_session_id)
     if row is None:
-        return Outcome.unknown_session, None, None
+        return Outcome.unknown_session, None, None, False
     link_current_span(row.creation_traceparent)
     changes, applied = apply_snapshot(
         row, snapshot, position=(event["created"], event["id"]), source="webhook", now=now
     )
-    write_snapshot(conn, row.id, changes, applied, event["id"])
-    return (Outcome.processed if applied else Outcome.out_of_order), row.id, applied
+    enqueued = write_snapshot(conn, row, changes, applied, event["id"], settings=settings)
+    return (Outcome.processed if applied else Outcome.out_of_order), row.id, applied, enqueued
+
+
+def replay_event(
+    *,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    telemetry: Telemetry,
+    event_id: str,
+    actor: audit.Actor,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> IngestResult:
+    """Apply a recorded event again, as an operator asks (e.g. after fixing the data it referred to).
+
+    Safe at any time: a snapshot only moves a session forward, so replaying an old event changes nothing. The
+    event's original record stays as it was; the replay and its outcome go to the audit log, in the same
+    transaction as its effect.
+    """
+    now = clock()
+    with core_transaction(factory) as conn:
+        payload = conn.execute(select(EVENTS.c.payload).where(EVENTS.c.id == event_id)).scalar_one_or_none()
+        if payload is None:
+            raise NotFound(f"No recorded webhook event {event_id}.")
+        event = json.loads(payload)
+        outcome, session_id, applied, enqueued = _apply(conn, settings, event, event["data"]["object"], now)
+        audit.record(
+            conn,
+            actor=actor,
+            action="webhook.replay",
+            target=event_id,
+            detail={"outcome": outcome.value, "session_id": session_id},
+            at=now,
+        )
+    record_applied(telemetry, applied)
+    return IngestResult(event_id, event["type"], outcome, session_id, enqueued)

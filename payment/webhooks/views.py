@@ -1,14 +1,18 @@
-"""The Stripe webhook endpoint; authenticated by its signature, not by a caller identity."""
+"""The Stripe webhook endpoint (authenticated by its signature, not by a caller identity) and the operators' replay
+of a recorded event."""
 
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
 
+from payment.auth import audit
+from payment.auth.rbac import STAFF, require_roles
 from payment.core.openapi import problem_responses
-from payment.deps import StateDep
+from payment.deps import Principal, StateDep, client_ip
 from payment.webhooks import service
 
 __all__ = ["router"]
@@ -44,5 +48,32 @@ async def stripe_webhook(request: Request, state: StateDep) -> Response:
     result = await state.run_db(
         service.ingest_event, factory=state.factory, settings=settings, telemetry=telemetry, payload=payload
     )
+    if result.delivery_enqueued and state.delivery_worker is not None:
+        state.delivery_worker.wake()
     body = {"received": True, "eventId": result.event_id, "outcome": result.outcome.value}
     return Response(json.dumps(body), media_type="application/json")
+
+
+@router.post(
+    "/events/{event_id}/replay",
+    response_model=WebhookAck,
+    responses=problem_responses(401, 403, 404),
+    summary="Apply a recorded Stripe event again (operators)",
+)
+async def replay_event(
+    request: Request,
+    state: StateDep,
+    principal: Annotated[Principal, Depends(require_roles(*STAFF))],
+    event_id: Annotated[str, Path(max_length=255)],
+) -> WebhookAck:
+    result = await state.run_db(
+        service.replay_event,
+        factory=state.factory,
+        settings=state.settings,
+        telemetry=state.telemetry,
+        event_id=event_id,
+        actor=audit.Actor.of(principal, client_ip(request, state.settings)),
+    )
+    if result.delivery_enqueued and state.delivery_worker is not None:
+        state.delivery_worker.wake()
+    return WebhookAck(received=True, eventId=result.event_id, outcome=result.outcome.value)

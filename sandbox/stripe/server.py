@@ -59,9 +59,9 @@ def _uvicorn_config(app: ASGIApp) -> uvicorn.Config:
     )
 
 
-def run(config: EmulatorConfig) -> None:
+def run(config: EmulatorConfig, *, fulfiller: Fulfiller | None = None) -> None:
     """Serve until SIGINT/SIGTERM. Prints one JSON line first: {"url": ..., "webhookSecret": ...}."""
-    app = create_app(config)
+    app = create_app(config, fulfiller=fulfiller)
     emulator: Emulator = app.state.emulator
     sock = bind(config.host, config.port)
     server = uvicorn.Server(_uvicorn_config(app))

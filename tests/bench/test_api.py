@@ -40,3 +40,21 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     for needle in (MARK_START, MARK_END, "### session-create", "### webhook-ingest", "bench/api.py --duration 0.5"):
         assert needle in text
     assert "had errors" not in text, text
+
+
+@pytest.mark.integration
+def test_telemetry_cost_runs_against_musdpay_with_telemetry_off(tmp_path: Path) -> None:
+    output = tmp_path / "benchmarks.md"
+    args = ["--duration", "0.5", "--warmup", "0.2", "--rounds", "1", "--max-requests", "2000"]
+    args += ["--against", "telemetry-off", "--scenario", "webhook-ingest", "--output", str(output)]
+    completed = subprocess.run(
+        [sys.executable, "bench/api.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    text = output.read_text()
+    assert MARK_START not in text  # its own section, next to the baseline comparison's
+    for needle in ("<!-- bench:telemetry:start -->", "<!-- bench:telemetry:end -->", "### webhook-ingest"):
+        assert needle in text
+    assert "| **telemetry on / telemetry off** |" in text
+    assert "p99 added < 1 ms" in text
+    assert "had errors" not in text, text

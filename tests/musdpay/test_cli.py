@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from web3 import Web3
 
 from payment.core import migrations
+from sandbox.chain.artifact import musd_artifact
+from sandbox.chain.musd import to_units
+from tests.sandbox.chain.support import require_anvil
 from tests.support.services import ROOT, free_port, musdpay_command, start_process, wait_http_ok
 from tests.support.waiting import wait_until
 
@@ -33,10 +39,13 @@ def test_db_upgrade_brings_an_empty_database_to_head(tmp_path: Path) -> None:
 
 
 def test_the_readme_flow_runs_on_the_dev_stack(tmp_path: Path) -> None:
-    api_port, stripe_port = free_port(), free_port()
+    require_anvil()
+    api_port, stripe_port, chain_port = free_port(), free_port(), free_port()
     env = {"MUSDPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.sqlite'}"}
     stack = start_process(
-        musdpay_command("dev", "--port", str(api_port), "--stripe-port", str(stripe_port)),
+        musdpay_command(
+            "dev", "--port", str(api_port), "--stripe-port", str(stripe_port), "--chain-port", str(chain_port)
+        ),
         env=env,
         log_path=tmp_path / "dev.log",
     )
@@ -45,10 +54,15 @@ def test_the_readme_flow_runs_on_the_dev_stack(tmp_path: Path) -> None:
         wait_http_ok(f"{api}/healthz", stack)
         wait_http_ok(f"{stripe}/_sandbox/faults", stack)
         assert httpx.get(f"{api}/readyz").status_code == 200
+        # `musdpay dev` prints a development operator API key, as the README's curl uses it.
+        printed = re.search(r"Development operator API key .*: (mpk_\S+)", stack.log())
+        assert printed, stack.log()
+        auth = {"Authorization": f"Bearer {printed.group(1)}"}
+        assert httpx.post(f"{api}/api/v1/onramp/sessions", json={}).status_code == 401
         created = httpx.post(
             f"{api}/api/v1/onramp/sessions",
             json={"walletAddress": "0x52908400098527886E0F7030069857D2E4169EE7", "sourceAmount": "100.00"},
-            headers={"Idempotency-Key": str(uuid.uuid4())},
+            headers={"Idempotency-Key": str(uuid.uuid4()), **auth},
             timeout=30,
         )
         assert created.status_code == 201, created.text
@@ -61,9 +75,22 @@ def test_the_readme_flow_runs_on_the_dev_stack(tmp_path: Path) -> None:
         assert advanced.status_code == 200, advanced.text
 
         def fulfilled() -> bool:
-            body = httpx.get(f"{api}/api/v1/onramp/sessions/{session['id']}").json()
+            body = httpx.get(f"{api}/api/v1/onramp/sessions/{session['id']}", headers=auth).json()
             return body["status"] == "fulfillment_complete" and body["transactionDetails"]["transactionId"]
 
         wait_until(fulfilled, timeout=20, what="the session to be fulfilled through signed webhooks")
+
+        # The emulator paid the buyer real MUSD on the local chain, and the API verified it there.
+        def verified() -> dict[str, Any] | None:
+            body: dict[str, Any] = httpx.get(f"{api}/api/v1/onramp/sessions/{session['id']}", headers=auth).json()
+            return body if (body.get("delivery") or {}).get("status") == "verified" else None
+
+        final = wait_until(verified, timeout=30, what="the MUSD delivery to be verified on the local chain")
+        assert final["delivery"]["txHash"] == final["transactionDetails"]["transactionId"]
+        chain = re.search(r"Local Mezo chain on (\S+) \(MUSD (0x[0-9a-fA-F]{40})\)", stack.log())
+        assert chain, stack.log()
+        musd = Web3(Web3.HTTPProvider(chain.group(1))).eth.contract(address=chain.group(2), abi=musd_artifact().abi)
+        balance = musd.functions.balanceOf("0x52908400098527886E0F7030069857D2E4169EE7").call()
+        assert balance == to_units(final["transactionDetails"]["destinationAmount"])
     finally:
         assert stack.stop() == 0, stack.log()

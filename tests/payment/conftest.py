@@ -19,6 +19,7 @@ from payment.core import migrations
 from payment.core.config import Settings
 from payment.core.db import create_db_engine, make_session_factory
 from payment.onramp.models import OnrampSession
+from tests.support.auth import JWT_KEYS
 
 WEBHOOK_SECRET = "whsec_test_primary_0123456789"
 STRIPE_KEY = "sk_test_musdpay_tests"
@@ -32,6 +33,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "stripe_secret_key": STRIPE_KEY,
         "stripe_webhook_secrets": [WEBHOOK_SECRET],
         "auto_migrate": False,
+        "jwt_keys": JWT_KEYS,
     }
     values.update(overrides)
     return Settings(**values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import stripe
 
+from tests.support.auth import JWT_KEYS
 from tests.support.services import ChildProcess, free_port, musdpay_command, start_process, wait_http_ok
 
 __all__ = ["API_KEY", "WEBHOOK_SECRET", "Emulator", "PaymentApi", "running_api", "running_emulator"]
@@ -57,14 +59,43 @@ class Emulator:
         return list(result["data"] if isinstance(result, dict) else result)
 
 
+# One operator key per database, shared by every PaymentApi on it (a restarted API, concurrent clients): the
+# Idempotency-Key scope is the caller, so the same caller must come back after a restart.
+_OPERATOR_KEYS: dict[str, str] = {}
+_OPERATOR_KEYS_LOCK = threading.Lock()
+
+
+def operator_key(database_url: str) -> str:
+    """An operator API key in this database (created on first use, once an API has migrated it)."""
+    with _OPERATOR_KEYS_LOCK:
+        if database_url not in _OPERATOR_KEYS:
+            from payment.auth.principal import Role
+            from payment.core.config import Settings
+            from payment.core.db import create_db_engine, make_session_factory
+            from tests.support.auth import api_key
+
+            engine = create_db_engine(Settings(database_url=database_url))
+            try:
+                _OPERATOR_KEYS[database_url] = api_key(make_session_factory(engine), Role.operator, "stack tests")
+            finally:
+                engine.dispose()
+        return _OPERATOR_KEYS[database_url]
+
+
 @dataclass
 class PaymentApi:
     url: str
     process: ChildProcess
     env: dict[str, str] = field(default_factory=dict)
 
-    def client(self, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+    @property
+    def operator_key(self) -> str:
+        return operator_key(self.env["MUSDPAY_DATABASE_URL"])
+
+    def client(self, timeout: float = 30.0, *, authenticated: bool = True) -> httpx.Client:
+        """A client of the API, as an operator (API key) unless `authenticated=False`."""
+        headers = {"Authorization": f"Bearer {self.operator_key}"} if authenticated else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
 @contextmanager
@@ -92,6 +123,7 @@ def api_environment(database_url: str, stripe_url: str, **overrides: str) -> dic
         "MUSDPAY_STRIPE_SECRET_KEY": API_KEY,
         "MUSDPAY_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
         "MUSDPAY_STRIPE_TIMEOUT_SECONDS": "5",
+        "MUSDPAY_JWT_KEYS": JWT_KEYS,
     }
     env.update({f"MUSDPAY_{name.upper()}": value for name, value in overrides.items()})
     return env

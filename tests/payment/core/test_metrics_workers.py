@@ -9,6 +9,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from payment.core.config import Settings
+from tests.support.auth import JWT_KEYS, bearer, wallet_token
 from tests.support.services import free_port, musdpay_command, start_process, wait_http_ok
 from tests.support.stack import API_KEY, WEBHOOK_SECRET
 
@@ -36,7 +38,9 @@ def test_two_workers_report_the_sum_of_their_requests(tmp_path: Path) -> None:
         "MUSDPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'workers.sqlite'}",
         "MUSDPAY_STRIPE_SECRET_KEY": API_KEY,
         "MUSDPAY_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "MUSDPAY_JWT_KEYS": JWT_KEYS,
     }
+    wallet = bearer(wallet_token(Settings(jwt_keys=JWT_KEYS), "0x52908400098527886E0F7030069857D2E4169EE7"))
     api = start_process(
         musdpay_command("serve", "--port", str(port), "--workers", "2"), env=env, log_path=tmp_path / "api.log"
     )
@@ -46,7 +50,9 @@ def test_two_workers_report_the_sum_of_their_requests(tmp_path: Path) -> None:
         requests = 40
         for _ in range(requests):
             # A new connection each time, so the kernel spreads them over both workers.
-            response = httpx.get(f"{url}/api/v1/onramp/sessions/{uuid.uuid4()}", headers={"Connection": "close"})
+            response = httpx.get(
+                f"{url}/api/v1/onramp/sessions/{uuid.uuid4()}", headers={"Connection": "close", **wallet}
+            )
             assert response.status_code == 404
         for _ in range(5):  # whichever worker answers the scrape, the total is the same
             scrape = httpx.get(f"{url}/metrics", headers={"Connection": "close"})

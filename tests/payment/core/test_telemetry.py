@@ -28,6 +28,7 @@ from payment.core.metrics import PaymentMetrics
 from payment.core.telemetry import Telemetry, build_tracer_provider
 from tests.payment.conftest import make_settings
 from tests.support.asgi import serving
+from tests.support.auth import bearer, wallet_token
 from tests.support.services import free_port
 from tests.support.stack import API_KEY, WEBHOOK_SECRET, Emulator, running_emulator
 from tests.support.waiting import wait_until
@@ -46,6 +47,7 @@ class Observed:
     emulator: Emulator
     spans: InMemorySpanExporter
     logs: io.StringIO
+    auth: dict[str, str]  # the buyer's wallet, signed in
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -57,7 +59,7 @@ class Observed:
         response = httpx.post(
             f"{self.url}{SESSIONS}",
             json={"walletAddress": WALLET, "sourceAmount": "100.00"},
-            headers={"Idempotency-Key": str(uuid.uuid4()), **headers},
+            headers={"Idempotency-Key": str(uuid.uuid4()), **self.auth, **headers},
             timeout=30,
         )
         assert response.status_code == 201, response.text
@@ -65,7 +67,7 @@ class Observed:
         return body
 
     def status(self, session_id: str) -> str:
-        status: str = httpx.get(f"{self.url}{SESSIONS}/{session_id}").json()["status"]
+        status: str = httpx.get(f"{self.url}{SESSIONS}/{session_id}", headers=self.auth).json()["status"]
         return status
 
 
@@ -98,7 +100,8 @@ def observed(tmp_path: Path, database_url: str) -> Iterator[Observed]:
         app = create_app(settings, telemetry=telemetry)
         try:
             with serving(app, port) as url:
-                yield Observed(url=url, emulator=emulator, spans=spans, logs=logs)
+                auth = bearer(wallet_token(settings, WALLET))
+                yield Observed(url=url, emulator=emulator, spans=spans, logs=logs, auth=auth)
         finally:
             root.removeHandler(handler)
             root.setLevel(previous_level)
@@ -154,7 +157,8 @@ def test_the_trace_shows_request_stripe_call_database_writes_and_webhooks(observ
 
 def test_a_stripe_failure_marks_the_spans_as_errors(observed: Observed) -> None:
     observed.emulator.set_faults(error_rate=1.0)
-    response = httpx.post(f"{observed.url}{SESSIONS}", json={"walletAddress": WALLET, "sourceAmount": "5"}, timeout=60)
+    body = {"walletAddress": WALLET, "sourceAmount": "5"}
+    response = httpx.post(f"{observed.url}{SESSIONS}", json=body, headers=observed.auth, timeout=60)
     assert response.status_code == 503
     spans = observed.finished()
     stripe_call = next(s for s in spans if s.name.startswith("stripe POST"))
@@ -275,9 +279,9 @@ IDENTIFIER = re.compile(r"0x[0-9a-fA-F]{40}|[0-9a-f]{8}-[0-9a-f]{4}-|cos_|evt_|[
 def test_labels_never_carry_wallets_ids_or_raw_paths(observed: Observed) -> None:
     session = observed.create()
     fulfil(observed, session)
-    httpx.get(f"{observed.url}{SESSIONS}", params={"walletAddress": WALLET})
+    httpx.get(f"{observed.url}{SESSIONS}", params={"walletAddress": WALLET}, headers=observed.auth)
     httpx.get(f"{observed.url}/no/such/{uuid.uuid4()}")
-    httpx.get(f"{observed.url}{SESSIONS}/{uuid.uuid4()}")
+    httpx.get(f"{observed.url}{SESSIONS}/{uuid.uuid4()}", headers=observed.auth)
     schema_paths = set(create_app(make_settings("sqlite://")).openapi()["paths"])
     routes = schema_paths | {"/metrics", "/problems/{slug}", "<unmatched>"}
     for family in text_string_to_metric_families(observed.metrics()):

@@ -16,6 +16,7 @@ from payment.api import create_app
 from payment.core.config import Settings
 from payment.onramp.models import OnrampSession
 from tests.payment.conftest import make_settings, seed_session
+from tests.support.auth import JWT_KEYS, api_key, bearer, wallet_token
 from tests.support.stack import API_KEY, Emulator, running_emulator
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,9 @@ def app_settings(database_url: str, emulator: Emulator) -> Settings:
 
 @pytest.fixture
 def client(app_settings: Settings, factory: sessionmaker[Session]) -> Iterator[TestClient]:
-    with TestClient(create_app(app_settings), raise_server_exceptions=False) as client:
+    # An operator (a dApp backend's API key): creates sessions for any wallet, reads all of them.
+    headers = bearer(api_key(factory))
+    with TestClient(create_app(app_settings), raise_server_exceptions=False, headers=headers) as client:
         yield client
 
 
@@ -117,7 +120,9 @@ def test_a_created_session_is_returned_in_camel_case_with_exact_amounts(client: 
     assert set(body) == {
         "id", "stripeSessionId", "clientSecret", "status", "walletAddress", "sourceAmount", "sourceCurrency",
         "destinationCurrency", "destinationNetwork", "transactionDetails", "livemode", "createdAt", "updatedAt",
+        "delivery",
     }  # fmt: skip
+    assert body["delivery"] is None  # not fulfilled yet: nothing owed on chain
     assert body["walletAddress"] == WALLET  # stored in EIP-55 form
     assert body["sourceAmount"] == "25.50"
     assert (body["sourceCurrency"], body["destinationCurrency"], body["destinationNetwork"]) == ("usd", "musd", "mezo")
@@ -187,7 +192,7 @@ def test_readiness_reports_each_check(client: TestClient, tmp_path: Path) -> Non
 
 
 def test_readiness_fails_with_details_when_not_migrated_or_not_configured(tmp_path: Path) -> None:
-    settings = Settings(environment="test", database_url=f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    settings = Settings(environment="test", database_url=f"sqlite:///{tmp_path / 'empty.sqlite'}", jwt_keys=JWT_KEYS)
     with TestClient(create_app(settings)) as client:
         response = client.get("/readyz")
     assert response.status_code == 503
@@ -219,7 +224,8 @@ def test_cors_allows_the_configured_dapp_origin_only(client: TestClient) -> None
 
 def test_an_unreachable_database_is_a_503_problem_not_a_500(tmp_path: Path) -> None:
     settings = make_settings("postgresql+psycopg://postgres@127.0.0.1:9/none", recovery_interval_seconds=3600)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    headers = bearer(wallet_token(settings, WALLET))  # checked without the database
+    with TestClient(create_app(settings), raise_server_exceptions=False, headers=headers) as client:
         listed = client.get(SESSIONS)
         created = client.post(SESSIONS, json=VALID)
     for response in (listed, created):

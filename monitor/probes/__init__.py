@@ -1,0 +1,1 @@
+"""Probes of the monitor, one module per kind of target."""

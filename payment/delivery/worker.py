@@ -1,0 +1,211 @@
+"""The delivery worker: takes every due delivery one step further, in a loop, as the only holder of a lease.
+
+Onramp mode: verify Stripe's transaction on chain, re-checking with backoff until the deadline. Treasury mode:
+send from our key (payment.delivery.treasury). Runs inside the API process (`MUSDPAY_DELIVERY_WORKER_ENABLED`)
+or alone (`musdpay deliver`); with several processes the lease in the database makes one of them act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment.chain.errors import RpcError, RpcErrorKind
+from payment.core.config import DeliveryMode, Settings
+from payment.core.faults import crash_point
+from payment.core.telemetry import Telemetry
+from payment.delivery import store
+from payment.delivery.chain import ChainAccess, to_units
+from payment.delivery.status import DeliveryStatus
+from payment.delivery.store import FAR_FUTURE, DueDelivery
+from payment.delivery.treasury import Hold, TreasuryContext, advance_treasury_delivery, treasury_account
+from payment.delivery.verify import Verdict, check_transfer
+
+__all__ = ["LEASE_NAME", "DeliveryWorker"]
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "delivery-worker"
+BATCH = 100
+_WAITING = (DeliveryStatus.pending.value, DeliveryStatus.held.value, DeliveryStatus.not_found.value)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        run_db: Callable[..., Awaitable[Any]],
+        chain: ChainAccess,
+        telemetry: Telemetry,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.run_db = run_db
+        self.chain = chain
+        self.telemetry = telemetry
+        self.clock = clock
+        self.lease = timedelta(seconds=settings.delivery_lease_seconds)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wakeup: asyncio.Event | None = None  # made in run(): an Event belongs to the loop that first waits
+        self._treasury = (
+            TreasuryContext(settings, chain, run_db, factory, treasury_account(settings), clock)
+            if settings.treasury_key is not None
+            else None
+        )
+
+    def wake(self) -> None:
+        """Look now rather than at the next poll (a webhook just made a delivery due)."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        """Until cancelled: hold the lease, work through due deliveries, sleep until woken or the next poll."""
+        wakeup = self._wakeup = asyncio.Event()
+        try:
+            while True:
+                try:
+                    if await self.run_db(
+                        store.acquire_lease,
+                        factory=self.factory,
+                        name=LEASE_NAME,
+                        holder=self.holder,
+                        ttl=self.lease,
+                        now=self.clock(),
+                    ):
+                        await self.run_once()
+                except OperationalError as exc:
+                    log.warning("delivery round skipped, database unavailable: %s", type(exc.orig).__name__)
+                except Exception:  # the loop must outlive any one bad round
+                    log.exception("delivery round failed")
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=self.settings.delivery_poll_seconds)
+        finally:
+            try:
+                await self.run_db(store.release_lease, factory=self.factory, name=LEASE_NAME, holder=self.holder)
+            except Exception:  # shutting down: the lease expires by itself
+                log.debug("could not release the delivery lease", exc_info=True)
+
+    async def run_once(self) -> int:
+        """One round over the due deliveries; returns how many were looked at."""
+        due: list[DueDelivery] = await self.run_db(
+            store.due_deliveries, factory=self.factory, now=self.clock(), limit=BATCH
+        )
+        for delivery in due:
+            try:
+                await self._advance(delivery)
+            except RpcError as exc:
+                # Nothing is decided: the delivery keeps its status, says why, and is looked at again.
+                if exc.retryable or exc.kind in (RpcErrorKind.no_provider, RpcErrorKind.chain_id_mismatch):
+                    reason = f"chain unavailable: {exc.kind}"
+                else:  # the node answered, and refused: a bug or a misconfiguration a person must see
+                    reason = f"the chain refused a request: {(exc.rpc_message or exc.kind)[:200]}"
+                log.warning("delivery %s: %s", delivery.session_id, reason)
+                await self._save(delivery, Verdict(DeliveryStatus(delivery.status), reason))
+        return len(due)
+
+    async def _advance(self, delivery: DueDelivery) -> None:
+        if delivery.mode == DeliveryMode.treasury.value:
+            if self._treasury is None:
+                await self._save(delivery, Hold("treasury delivery is due but no treasury key is configured"))
+                return
+            await self._save(delivery, await advance_treasury_delivery(self._treasury, delivery))
+            return
+        await self._save(delivery, await self._verify_onramp(delivery))
+
+    async def _verify_onramp(self, delivery: DueDelivery) -> Verdict:
+        if not delivery.transaction_id:
+            return Verdict(DeliveryStatus.pending, "Stripe has not reported the transaction id yet")
+        if delivery.destination_amount is None:
+            return Verdict(DeliveryStatus.pending, "Stripe has not reported the delivered amount yet")
+        return await check_transfer(
+            self.chain,
+            tx_hash=delivery.transaction_id,
+            wallet=delivery.wallet_address,
+            token=self.settings.musd_address,
+            expected_units=to_units(delivery.destination_amount),
+            confirmations=self.settings.delivery_confirmations,
+        )
+
+    def _backoff(self, delivery: DueDelivery, now: datetime) -> datetime:
+        settings = self.settings
+        delay = min(
+            settings.delivery_retry_initial_seconds * 2 ** min(delivery.checks, 30), settings.delivery_retry_max_seconds
+        )
+        return now + timedelta(seconds=delay)
+
+    async def _save(self, delivery: DueDelivery, outcome: Verdict | Hold) -> None:
+        now = self.clock()
+        mode = delivery.mode
+        columns: dict[str, Any] = {}
+        reason: str | None
+        if isinstance(outcome, Hold):
+            status, reason, next_check = DeliveryStatus.held, outcome.reason, self._backoff(delivery, now)
+        else:
+            status, reason = outcome.status, outcome.reason
+            columns = {
+                "block_number": outcome.block_number,
+                "confirmations": outcome.confirmations,
+                "delivered_amount": outcome.delivered_amount,
+            }
+            tx_hash = outcome.tx_hash or (delivery.transaction_id if mode == DeliveryMode.onramp.value else None)
+            if tx_hash:
+                columns["tx_hash"] = tx_hash
+            if outcome.final:
+                next_check = FAR_FUTURE
+                if status is DeliveryStatus.verified:
+                    columns["verified_at"] = now
+            elif mode == DeliveryMode.treasury.value or outcome.block_number is not None:
+                # A transfer of ours in flight (never given up on), or a mined one waiting for confirmations.
+                next_check = now + timedelta(seconds=self.settings.delivery_poll_seconds)
+            elif now >= delivery.deadline_at:
+                status = DeliveryStatus.not_found if status is DeliveryStatus.not_found else DeliveryStatus.failed
+                reason = f"deadline passed: {reason}"
+                next_check = FAR_FUTURE
+            else:
+                next_check = self._backoff(delivery, now)
+        crash_point(self.settings, "delivery_before_save")
+        saved = await self.run_db(
+            store.save_check,
+            factory=self.factory,
+            session_id=delivery.session_id,
+            status=status,
+            reason=reason,
+            next_check_at=next_check,
+            now=now,
+            expected_from=_WAITING,
+            **columns,
+        )
+        settled = next_check == FAR_FUTURE
+        newly_held = status is DeliveryStatus.held and delivery.status != DeliveryStatus.held.value
+        if saved and (settled or newly_held):
+            self._record(delivery, status, now)
+
+    def _record(self, delivery: DueDelivery, status: DeliveryStatus, now: datetime) -> None:
+        metrics = self.telemetry.metrics
+        metrics.deliveries.labels(delivery.mode, status.value).inc()
+        if status is DeliveryStatus.verified:
+            metrics.delivery_duration.labels(delivery.mode).observe(max((now - delivery.created_at).total_seconds(), 0))
+        log.log(
+            logging.INFO if status is DeliveryStatus.verified else logging.WARNING,
+            "delivery of session %s: %s",
+            delivery.session_id,
+            status.value,
+        )

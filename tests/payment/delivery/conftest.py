@@ -1,0 +1,184 @@
+"""A delivery rig: a fresh anvil chain, the API's database (SQLite or PostgreSQL), a provider pool and a
+delivery worker on one event loop, with a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import pytest
+from eth_account import Account
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from payment.chain.client import ChainClient
+from payment.chain.pool import ProviderPool
+from payment.core import migrations
+from payment.core.config import Settings
+from payment.core.db import core_transaction, create_db_engine, make_session_factory, run_db_on
+from payment.core.metrics import PaymentMetrics
+from payment.core.telemetry import Telemetry
+from payment.delivery.models import Delivery, DeliveryTransaction
+from payment.delivery.outbox import enqueue_delivery
+from payment.delivery.worker import DeliveryWorker
+from payment.onramp.models import OnrampSession
+from sandbox.chain.local import LocalChain, running_chain
+from sandbox.chain.musd import to_units
+from tests.payment.conftest import make_settings, seed_session
+from tests.sandbox.chain.support import require_anvil
+
+T = TypeVar("T")
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class DeliveryRig:
+    chain: LocalChain
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    runner: asyncio.Runner
+    clock: Clock
+    telemetry: Telemetry
+    pool: ProviderPool
+
+    @property
+    def client(self) -> ChainClient:
+        return ChainClient(self.pool)
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        return self.runner.run(awaitable)  # type: ignore[arg-type]
+
+    def worker(self, **overrides: Any) -> DeliveryWorker:
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        return DeliveryWorker(
+            settings=settings,
+            factory=self.factory,
+            run_db=run_db_on(self.engine),
+            chain=self.client,
+            telemetry=self.telemetry,
+            clock=self.clock,
+        )
+
+    def paid_session(
+        self, amount: str = "98.50", *, wallet: str | None = None, transaction_id: str | None = None
+    ) -> OnrampSession:
+        """A session Stripe reports fulfilled, with its delivery due (as the webhook path writes it)."""
+        row = seed_session(
+            self.factory,
+            status="fulfillment_complete",
+            wallet_address=wallet or new_wallet(),
+            destination_amount=Decimal(amount),
+            transaction_id=transaction_id,
+        )
+        with core_transaction(self.factory) as conn:
+            assert enqueue_delivery(
+                conn,
+                row,
+                mode=self.settings.delivery_mode,
+                deadline_seconds=self.settings.delivery_deadline_seconds,
+                now=self.clock(),
+            )
+        return row
+
+    def delivery(self, session_id: str) -> Delivery:
+        with self.factory() as db:
+            row = db.get(Delivery, session_id)
+            assert row is not None
+            db.expunge(row)
+            return row
+
+    def attempts(self, session_id: str) -> list[DeliveryTransaction]:
+        with self.factory() as db:
+            rows = db.scalars(
+                select(DeliveryTransaction)
+                .where(DeliveryTransaction.session_id == session_id)
+                .order_by(DeliveryTransaction.created_at)
+            ).all()
+            db.expunge_all()
+            return list(rows)
+
+    def attempt_count(self) -> int:
+        with self.factory() as db:
+            return db.scalar(select(func.count()).select_from(DeliveryTransaction)) or 0
+
+    def transfers_to(self, wallet: str) -> list[dict[str, Any]]:
+        """Every MUSD Transfer to `wallet` on the whole chain (what the buyer actually received)."""
+        musd = self.chain.musd.contract
+        logs = musd.events.Transfer().get_logs(from_block=0, argument_filters={"to": wallet})
+        return [dict(log["args"]) for log in logs]
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.telemetry.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+def new_wallet() -> str:
+    return str(Account.create().address)
+
+
+def units(amount: str) -> int:
+    return to_units(amount)
+
+
+def rig_settings(database_url: str, chain: LocalChain, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "chain_id": chain.chain_id,
+        "rpc_providers": f"local={chain.rpc_url}",
+        "musd_address": chain.musd_address,
+        "rpc_timeout_seconds": 2.0,
+        "delivery_retry_initial_seconds": 1.0,
+        "delivery_retry_max_seconds": 60.0,
+        "delivery_deadline_seconds": 600.0,
+        "treasury_key": chain.treasury_key,
+    }
+    values.update(overrides)
+    return make_settings(database_url, **values)
+
+
+@pytest.fixture
+def chain_params() -> dict[str, Any]:
+    """Overridden by a test module (e.g. automine off) through indirect parametrisation or a fixture."""
+    return {}
+
+
+@pytest.fixture
+def delivery_settings() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def rig(database_url: str, chain_params: dict[str, Any], delivery_settings: dict[str, Any]) -> Iterator[DeliveryRig]:
+    require_anvil()
+    with running_chain(**chain_params) as chain, asyncio.Runner() as runner:
+        settings = rig_settings(database_url, chain, **delivery_settings)
+        engine = create_db_engine(settings)
+        migrations.upgrade(engine)
+        telemetry = Telemetry(metrics=PaymentMetrics(CollectorRegistry(), process_collectors=False))
+        pool = ProviderPool.from_settings(settings, telemetry)
+        rig = DeliveryRig(chain, settings, engine, make_session_factory(engine), runner, Clock(), telemetry, pool)
+        try:
+            yield rig
+        finally:
+            runner.run(pool.aclose())
+            engine.dispose()
+
+
+def unique_id() -> str:
+    return uuid.uuid4().hex

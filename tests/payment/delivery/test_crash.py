@@ -1,0 +1,62 @@
+"""Treasury delivery survives SIGKILL at every step: `musdpay deliver` is killed at a crash point, started
+again, and the buyer ends up paid exactly once (counted on chain, not in our database)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from payment.delivery.status import DeliveryStatus
+from tests.payment.delivery.conftest import DeliveryRig, units
+from tests.support.services import ChildProcess, musdpay_command, start_process
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.parametrize("delivery_settings", [{"delivery_mode": "treasury"}])
+
+
+def start_worker(rig: DeliveryRig, tmp_path: Path, name: str, **extra: str) -> ChildProcess:
+    env = {
+        "MUSDPAY_ENVIRONMENT": "test",
+        "MUSDPAY_DATABASE_URL": rig.settings.database_url,
+        "MUSDPAY_CHAIN_ID": str(rig.chain.chain_id),
+        "MUSDPAY_RPC_PROVIDERS": f"local={rig.chain.rpc_url}",
+        "MUSDPAY_MUSD_ADDRESS": rig.chain.musd_address,
+        "MUSDPAY_DELIVERY_MODE": "treasury",
+        "MUSDPAY_TREASURY_KEY": rig.chain.treasury_key,
+        "MUSDPAY_DELIVERY_POLL_SECONDS": "0.05",
+        "MUSDPAY_DELIVERY_LEASE_SECONDS": "1",
+        "MUSDPAY_LOG_FORMAT": "text",
+        **extra,
+    }
+    return start_process(musdpay_command("deliver"), env=env, log_path=tmp_path / f"{name}.log")
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["treasury_after_reserve", "treasury_after_sign", "treasury_after_broadcast", "delivery_before_save"],
+)
+def test_killed_at_any_step_the_buyer_is_paid_exactly_once(rig: DeliveryRig, tmp_path: Path, point: str) -> None:
+    sessions = [rig.paid_session("25.75"), rig.paid_session("30")]
+
+    crashing = start_worker(rig, tmp_path, "crashing", MUSDPAY_CRASH_POINTS=point)
+    try:
+        wait_until(lambda: not crashing.alive(), timeout=30, what=f"the worker to die at {point}")
+    finally:
+        crashing.kill()
+    assert crashing.popen.returncode == -signal.SIGKILL, crashing.log()
+
+    worker = start_worker(rig, tmp_path, "restarted")
+    try:
+        wait_until(
+            lambda: all(rig.delivery(s.id).status == DeliveryStatus.verified for s in sessions),
+            timeout=30,
+            what="both deliveries to be verified after the restart",
+        )
+    finally:
+        assert worker.stop() == 0, worker.log()
+    for session in sessions:
+        assert len(rig.transfers_to(session.wallet_address)) == 1
+        assert rig.chain.musd_balance(session.wallet_address) == units(str(session.destination_amount))
+        assert len(rig.attempts(session.id)) == 1
