@@ -47,6 +47,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
 from web3.types import RPCEndpoint  # noqa: E402
 
 from bench.api import code_version, exact_command, machine  # noqa: E402
+from bench.api import write_section as write_marked_section  # noqa: E402
 from bench.loadgen import percentile  # noqa: E402
 from payment.chain.pool import ProviderPool  # noqa: E402
 from payment.core.config import RpcProvider, Settings  # noqa: E402
@@ -261,15 +262,7 @@ def report(args: argparse.Namespace, measured: Measured, command: str, code: str
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nResults of the scripts in bench/, newest run.\n"
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        rest = text[end + len(MARK_END) :].lstrip("\n")
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_marked_section(path, section, MARK_START, MARK_END)
 
 
 # --- main --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 ALGORITHM = "HS256"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - the RFC 9068 media type, not a secret
 _REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
+_VERIFIED_CACHE_SIZE = 10_000
 _LEEWAY_SECONDS = 5  # clock differences between the instances that sign and verify
 
 
@@ -54,6 +56,10 @@ class Keyring:
         self.issuer = issuer
         self.audience = audience
         self.ttl = timedelta(seconds=ttl_seconds)
+        # Tokens already verified, by their exact text (signature included): a dApp sends the same token on
+        # every call for its 15 minutes, and its HMAC and claims need checking once. Only expiry is time-bound
+        # afterwards (not-before has passed for good), so a hit re-checks just that.
+        self._verified: dict[str, AccessClaims] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
@@ -104,6 +110,19 @@ class Keyring:
 
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; any defect raises Unauthorized (never anything else)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < cached.expires_at.timestamp() + _LEEWAY_SECONDS:
+                return cached
+            del self._verified[token]
+            raise Unauthorized("token-expired", "The access token has expired.")
+        claims = self._verify(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; a burst of new tokens just pays for one check each
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:

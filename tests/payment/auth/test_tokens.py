@@ -11,6 +11,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
+from payment.auth.errors import Unauthorized
 from payment.auth.principal import Role
 from payment.auth.tokens import Keyring
 from payment.core.config import Settings
@@ -126,3 +127,19 @@ def test_issued_tokens_carry_every_checked_claim(settings: Settings) -> None:
     assert set(body) >= {"iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti"}
     assert body["exp"] - body["iat"] == settings.access_token_ttl_seconds == 900
     assert expires.timestamp() == body["exp"]
+
+
+def test_a_token_checked_once_is_still_refused_once_it_expires(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring = Keyring.from_settings(settings)
+    token, expires = keyring.issue(subject=WALLET, role=Role.wallet)
+    first = keyring.verify(token)
+    assert keyring.verify(token) == first  # the second check is served from the verified-token cache
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(Unauthorized, match="signature"):
+        keyring.verify(forged)  # a different text is never a cache hit
+    later = expires.timestamp() + 6  # past the expiry and its 5 s leeway
+    monkeypatch.setattr("payment.auth.tokens.time.time", lambda: later)
+    with pytest.raises(Unauthorized, match="expired"):
+        keyring.verify(token)
