@@ -20,7 +20,8 @@ from opentelemetry.metrics import NoOpMeterProvider
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from payment.auth.views import install_auth
+from payment.auth.views import admin_router, install_auth
+from payment.auth.views import router as auth_router
 from payment.chain.client import ChainClient
 from payment.chain.pool import ProviderPool
 from payment.core import migrations
@@ -203,10 +204,14 @@ def create_app(
             ObservabilityMiddleware, metrics=telemetry.metrics, tracer=tracer, exemplars=not multiprocess
         )
     install_auth(app)  # first: every route included after it gets the route-policy guard (payment/auth/rbac.py)
-    app.include_router(health_router)
-    app.include_router(onramp_router)
+    # Routes are matched in this order, each check costing microseconds: the hot paths (Stripe's webhooks, the
+    # dApp's session calls) first.
     app.include_router(webhooks_router)
+    app.include_router(onramp_router)
     app.include_router(delivery_router)
+    app.include_router(auth_router)
+    app.include_router(admin_router)
+    app.include_router(health_router)
 
     @app.get("/problems/{slug}", include_in_schema=False)
     async def problem_type(slug: str) -> HTMLResponse:

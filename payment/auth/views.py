@@ -40,16 +40,15 @@ _KEY_ID = Path(pattern=r"^[0-9a-f]{16}$")
 
 
 def install_auth(app: FastAPI) -> None:
-    """Authentication for the whole app; call it before including other routers, so every route added after
-    it runs the route-policy guard. Raises SettingsError outside development without a JWT key."""
+    """Authentication for the whole app; call it before including any router (this module's `router` and
+    `admin_router` included), so every route added after it runs the route-policy guard. Raises SettingsError
+    outside development without a JWT key."""
     state: AppState = app.state.musdpay
     state.auth_runtime = AuthRuntime.from_settings(state.settings)
     chain = getattr(state, "chain", None)
     if chain is not None:  # EIP-1271 checks through the provider pool (failover, health, metrics)
         state.auth_runtime.eth_call = pool_eth_call(chain.pool)
     app.router.dependencies.insert(0, Depends(enforce_route_policy))
-    app.include_router(router)
-    app.include_router(admin_router)
 
 
 def _origin(request: Request, state: AppState) -> str | None:

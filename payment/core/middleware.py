@@ -64,6 +64,9 @@ class ObservabilityMiddleware:
         self.metrics = metrics
         self.tracer = tracer
         self.exemplars = exemplars
+        # Histogram children by (method, route template, status): `labels()` validates and locks on every
+        # call, a dictionary lookup does not. Bounded: routes are templates, methods and statuses are few.
+        self._durations: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,9 +100,11 @@ class ObservabilityMiddleware:
             route = context.route  # the template (`/api/v1/onramp/sessions/{session_id}`), never the raw path
             method = scope["method"]
             trace_id = current_trace_id() if self.exemplars else None
-            self.metrics.http_request_duration.labels(method, route, str(status)).observe(
-                elapsed, exemplar={"trace_id": trace_id} if trace_id else None
-            )
+            key = (method, route, status)
+            histogram = self._durations.get(key)
+            if histogram is None:
+                histogram = self._durations[key] = self.metrics.http_request_duration.labels(method, route, str(status))
+            histogram.observe(elapsed, exemplar={"trace_id": trace_id} if trace_id else None)
             if scope["path"] not in QUIET_PATHS:
                 access_log.info(
                     "%s %s %d",
