@@ -406,9 +406,10 @@ def sandbox_receivers(host: str, port: int, smtp_port: int, smtp_user: str | Non
 @click.option("--port", type=int, default=3001, show_default=True, help="API port.")
 @click.option("--stripe-port", type=int, default=12111, show_default=True, help="Stripe emulator port.")
 @click.option("--chain-port", type=int, default=8545, show_default=True, help="Local chain (anvil) RPC port.")
+@click.option("--monitor-port", type=int, default=9101, show_default=True, help="The monitor's /metrics port.")
 @click.option("--auto-advance", default=None, help="Passed to the emulator (e.g. fulfillment_complete).")
-def dev(port: int, stripe_port: int, chain_port: int, auto_advance: str | None) -> None:
-    """Run the local stack: chain, RPC proxies, Stripe emulator and the API (SQLite, development mode)."""
+def dev(port: int, stripe_port: int, chain_port: int, monitor_port: int, auto_advance: str | None) -> None:
+    """Run the local stack: chain, RPC proxies, Stripe emulator, the API and the monitor (SQLite, development)."""
     from musdpay.devstack import DevStack, wire_chain
 
     env = dict(os.environ)
@@ -434,6 +435,8 @@ def dev(port: int, stripe_port: int, chain_port: int, auto_advance: str | None) 
         operator_key = _dev_operator_key(env["MUSDPAY_ENVIRONMENT"])
         stack.start(*emulator)
         stack.start("serve", "--port", str(port))
+        monitor = ["monitor", "--port", str(monitor_port)]
+        stack.start(*monitor, *(["--config", "monitor.yml"] if Path("monitor.yml").is_file() else []))
     except Exception as exc:
         stack.stop()
         raise click.ClickException(str(exc)) from exc
@@ -443,5 +446,6 @@ def dev(port: int, stripe_port: int, chain_port: int, auto_advance: str | None) 
         f"spectrum {wired['spectrum']['url']} (faults: {wired['spectrum']['controlUrl']}/_proxy/faults), "
         f"public {wired['public']['url']}"
     )
+    click.echo(f"Monitor metrics on http://127.0.0.1:{monitor_port}/metrics")
     click.echo(f"Development operator API key (Authorization: Bearer ...): {operator_key}")
     sys.exit(stack.wait())

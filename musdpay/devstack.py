@@ -1,7 +1,8 @@
 """`musdpay dev`: the whole local stack as child processes, wired together.
 
-    local chain (anvil, :8545) <- RPC proxies "spectrum" (primary) and "public" (fallback) <- the API (:3001)
+    local chain (anvil, :8545) <- RPC proxies "spectrum" (:8546, primary) and "public" (:8547) <- the API (:3001)
     Stripe emulator (:12111) -> signed webhooks -> the API; in onramp mode it pays buyers on the local chain
+    the monitor (:9101/metrics) probes the proxies, the emulator and the database
 
 The chain and the proxies print one JSON line when ready (addresses, URLs); the next process is configured from
 it. Explicit `MUSDPAY_*` variables in the environment win over what is wired here.
@@ -92,8 +93,14 @@ class DevStack:
 def wire_chain(stack: DevStack, chain_port: int) -> dict[str, Any]:
     """Start the chain and its two proxies; put the chain settings in the stack's environment."""
     chain = stack.start_announced("sandbox", "chain", "--port", str(chain_port))
-    spectrum = stack.start_announced("sandbox", "rpc-proxy", "--upstream", chain["rpcUrl"], "--name", "spectrum")
-    public = stack.start_announced("sandbox", "rpc-proxy", "--upstream", chain["rpcUrl"], "--name", "public")
+    # Next to the chain (8546, 8547 by default), so monitor.yml and a Prometheus config can name them.
+    proxies = {}
+    for offset, name in enumerate(("spectrum", "public"), start=1):
+        port = str(chain_port + offset if chain_port else 0)
+        proxies[name] = stack.start_announced(
+            "sandbox", "rpc-proxy", "--upstream", chain["rpcUrl"], "--name", name, "--port", port
+        )
+    spectrum, public = proxies["spectrum"], proxies["public"]
     env = stack.env
     env.setdefault("MUSDPAY_CHAIN_ID", str(chain["chainId"]))
     env.setdefault("MUSDPAY_RPC_PROVIDERS", f"spectrum={spectrum['url']},public={public['url']}")

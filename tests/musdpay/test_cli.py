@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from web3 import Web3
 
 from payment.core import migrations
@@ -40,11 +43,20 @@ def test_db_upgrade_brings_an_empty_database_to_head(tmp_path: Path) -> None:
 
 def test_the_readme_flow_runs_on_the_dev_stack(tmp_path: Path) -> None:
     require_anvil()
-    api_port, stripe_port, chain_port = free_port(), free_port(), free_port()
+    api_port, stripe_port, monitor_port = free_port(), free_port(), free_port()
+    chain_port = free_port_run(3)  # the chain, then its two proxies on the next ports
     env = {"MUSDPAY_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.sqlite'}"}
     stack = start_process(
         musdpay_command(
-            "dev", "--port", str(api_port), "--stripe-port", str(stripe_port), "--chain-port", str(chain_port)
+            "dev",
+            "--port",
+            str(api_port),
+            "--stripe-port",
+            str(stripe_port),
+            "--chain-port",
+            str(chain_port),
+            "--monitor-port",
+            str(monitor_port),
         ),
         env=env,
         log_path=tmp_path / "dev.log",
@@ -92,5 +104,42 @@ def test_the_readme_flow_runs_on_the_dev_stack(tmp_path: Path) -> None:
         musd = Web3(Web3.HTTPProvider(chain.group(1))).eth.contract(address=chain.group(2), abi=musd_artifact().abi)
         balance = musd.functions.balanceOf("0x52908400098527886E0F7030069857D2E4169EE7").call()
         assert balance == to_units(final["transactionDetails"]["destinationAmount"])
+
+        # The monitor of the stack probes the "spectrum" proxy: taking it down shows within two probe intervals.
+        monitor = f"http://127.0.0.1:{monitor_port}/metrics"
+        wait_until(lambda: monitor_value(monitor, "musdpay_monitor_rpc_up", provider="spectrum") == 1, timeout=30)
+        control = re.search(r"spectrum http://\S+ \(faults: (\S+)/_proxy/faults\)", stack.log())
+        assert control, stack.log()
+        httpx.put(f"{control.group(1)}/_proxy/faults", json={"down": True}, timeout=10).raise_for_status()
+        wait_until(
+            lambda: monitor_value(monitor, "musdpay_monitor_rpc_up", provider="spectrum") == 0,
+            timeout=2 * 5 + 5,
+            what="the monitor to report spectrum down",
+        )
+        assert monitor_value(monitor, "musdpay_monitor_rpc_up", provider="public") == 1
     finally:
         assert stack.stop() == 0, stack.log()
+
+
+def monitor_value(url: str, name: str, **labels: str) -> float | None:
+    """One sample of the monitor's /metrics, read with prometheus_client's parser (None when absent)."""
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def free_port_run(count: int) -> int:
+    """A port with the `count - 1` ports after it free too (the dev stack puts its RPC proxies there)."""
+    for _ in range(50):
+        first = free_port()
+        with contextlib.ExitStack() as stack:
+            try:
+                for offset in range(count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", first + offset))
+            except OSError:
+                continue
+            return first
+    raise AssertionError("no run of free ports")
