@@ -562,13 +562,16 @@ def scenario_section(runs: list[Run], scenario: str, database_kind: str, compari
         "",
         f"| target{note} | measured | |",
         "|---|---:|---|",
-        f"| musdpay throughput >= {target.min_throughput:.0f} req/s | {ours.result.throughput:.0f} "
-        f"| {verdict(ours.result.throughput >= target.min_throughput)} |",
-        f"| musdpay p99 < {target.max_p99_ms:.0f} ms | {ours.p99_ms:.2f} "
-        f"| {verdict(ours.p99_ms < target.max_p99_ms)} |",
         f"| {label['musdpay']} / {label['baseline']} throughput >= {min_ratio} | {ratio:.2f} "
         f"| {verdict(ratio >= min_ratio)} |",
     ]
+    if comparison.name == "baseline":  # the service's own targets; the telemetry comparison has only its ratio
+        lines[-1:-1] = [
+            f"| musdpay throughput >= {target.min_throughput:.0f} req/s | {ours.result.throughput:.0f} "
+            f"| {verdict(ours.result.throughput >= target.min_throughput)} |",
+            f"| musdpay p99 < {target.max_p99_ms:.0f} ms | {ours.p99_ms:.2f} "
+            f"| {verdict(ours.p99_ms < target.max_p99_ms)} |",
+        ]
     if comparison.max_added_p99_ms is not None:
         added = ours.p99_ms - base.p99_ms
         lines.append(

@@ -184,7 +184,7 @@ async def _treasury_baseline(chain: LocalChain, count: int) -> Throughput:
             }
         )
         tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = await w3.eth.get_transaction_receipt(tx_hash)
+        receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.005)
         if receipt["status"] != 1:
             raise SystemExit("baseline transfer reverted")
         nonce += 1
