@@ -1,7 +1,7 @@
 """Time to notify: how long after a hard outage of the primary RPC provider PagerDuty and Slack hear of it, and
 how long after healing they hear it resolved, with the shipped intervals.
 
-    .venv/bin/python bench/alerting.py [--runs N] [--quick] [--output docs/alerts.md]
+    .venv/bin/python bench/alerting.py [--runs N] [--quick] [--output docs/benchmarks.md]
 
 Starts the stack of tests/alerts/livestack.py (anvil, RPC fault proxies, PostgreSQL, the API, `musdpay monitor`,
 Prometheus with alerts/generated, Alertmanager with alerts/alertmanager.yml, the capture receivers) with what
@@ -99,7 +99,7 @@ def render(runs: list[Run], *, quick: bool) -> str:
     return "\n".join(
         [
             MARK_START,
-            "### Result",
+            "## Time to notify",
             "",
             f"A hard outage of the primary RPC provider (its proxy refuses connections) to the capture receivers, "
             f"{len(runs)} run(s), with {intervals}. Median (min-max).",
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="the tests' 1 s intervals instead of the shipped ones")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "alerts.md")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     shipped: dict[str, Any] = {
         "scrape_interval": "15s",

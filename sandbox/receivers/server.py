@@ -1,0 +1,147 @@
+"""Serving the capture receivers: `run` for the CLI (foreground), `running_receivers` for tests (a thread).
+
+One event loop serves the HTTP endpoints and the SMTP server. `run` prints one JSON line first with the URLs to
+configure Alertmanager with (`slackUrl`, `discordUrl`, `pagerdutyUrl`, `smtpSmarthost`, `url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from sandbox.receivers.http import build_app
+from sandbox.receivers.smtp import smtp_protocol_factory
+from sandbox.receivers.store import Received, ReceivedStore
+
+__all__ = ["ReceiversConfig", "ReceiversServer", "RunningReceivers", "run", "running_receivers"]
+
+_START_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ReceiversConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # HTTP: webhooks, the JSON API and the page; 0: a free port
+    smtp_port: int = 0
+    smtp_credentials: tuple[str, str] | None = None  # require AUTH with these (login, password)
+
+
+class ReceiversServer:
+    def __init__(self, config: ReceiversConfig, store: ReceivedStore | None = None) -> None:
+        self.config = config
+        self.store = store or ReceivedStore()
+        self.port = 0
+        self.smtp_port = 0
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(build_app(self.store), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        credentials = self.config.smtp_credentials
+        self._smtp = await loop.create_server(
+            lambda: smtp_protocol_factory(self.store, credentials), self.config.host, self.config.smtp_port
+        )
+        self.smtp_port = self._smtp.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self._smtp.close()
+        await self._smtp.wait_closed()
+        await self._runner.cleanup()
+
+    def urls(self) -> dict[str, str]:
+        base = f"http://{self.config.host}:{self.port}"
+        return {
+            "url": base,
+            "slackUrl": f"{base}/slack/services/T00000000/B00000000/capture",
+            "discordUrl": f"{base}/discord/api/webhooks/000000000000000000/capture",
+            "pagerdutyUrl": f"{base}/pagerduty/v2/enqueue",
+            "smtpSmarthost": f"{self.config.host}:{self.smtp_port}",
+        }
+
+
+class RunningReceivers:
+    """Receivers serving on a background thread, read through their JSON API (as a test would from outside)."""
+
+    def __init__(self, server: ReceiversServer) -> None:
+        urls = server.urls()
+        self.url = urls["url"]
+        self.slack_url = urls["slackUrl"]
+        self.discord_url = urls["discordUrl"]
+        self.pagerduty_url = urls["pagerdutyUrl"]
+        self.smtp_host = server.config.host
+        self.smtp_port = server.smtp_port
+        self.smtp_smarthost = urls["smtpSmarthost"]
+        self.store = server.store
+        self._client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+
+    def received(self, kind: str | None = None) -> list[dict[str, Any]]:
+        response = self._client.get("/api/received", params={"kind": kind} if kind else None)
+        response.raise_for_status()
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
+    def items(self, kind: str | None = None) -> list[Received]:
+        return self.store.items(kind)
+
+    def clear(self) -> None:
+        self._client.delete("/api/received").raise_for_status()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@contextmanager
+def running_receivers(config: ReceiversConfig | None = None) -> Iterator[RunningReceivers]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="capture-receivers")
+    thread.start()
+    server = ReceiversServer(config or ReceiversConfig())
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(_START_TIMEOUT)
+        running = RunningReceivers(server)
+        try:
+            yield running
+        finally:
+            running.close()
+    finally:
+        try:
+            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(_START_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(_START_TIMEOUT)
+            loop.close()
+
+
+def run(config: ReceiversConfig) -> None:
+    """Serve until SIGINT/SIGTERM, after printing the URLs as one JSON line."""
+    asyncio.run(_serve_until_signalled(config))
+
+
+async def _serve_until_signalled(config: ReceiversConfig) -> None:
+    server = ReceiversServer(config)
+    await server.start()
+    try:
+        sys.stdout.write(json.dumps(server.urls()) + "\n")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,234 @@
+"""Real Prometheus and Alertmanager (the Debian binaries) on free loopback ports, in temporary directories, with
+the project's rules and routing; and the capture receivers they notify. Used by tests/alerts, tests/dashboards
+and bench/alerting.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from alerts.alertmanager import render
+from alerts.build import ALERTS_DIR
+from sandbox.receivers.server import RunningReceivers
+from tests.support.services import ROOT, ChildProcess, free_port, require, start_process
+from tests.support.waiting import wait_until
+
+__all__ = [
+    "PAGERDUTY_KEY",
+    "SMTP_LOGIN",
+    "Alertmanager",
+    "Prometheus",
+    "alertmanager_binary",
+    "amtool",
+    "prometheus_binary",
+    "promtool",
+    "running_alertmanager",
+    "running_prometheus",
+]
+
+PAGERDUTY_KEY = "R0UT1NGK3Y0123456789ABCDEFabcdef"  # 32 characters, like an integration key
+SMTP_LOGIN = ("alerts@musdpay.test", "smtp-password-for-tests")
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name) or next((p for p in (f"/usr/bin/{name}",) if os.access(p, os.X_OK)), None)
+        if found:
+            return found
+    require(False, f"{' or '.join(names)} not installed (apt-get install prometheus prometheus-alertmanager)")
+    raise AssertionError("unreachable")
+
+
+def promtool() -> str:
+    return _binary("promtool")
+
+
+def amtool() -> str:
+    return _binary("amtool")
+
+
+def prometheus_binary() -> str:
+    return _binary("prometheus")
+
+
+def alertmanager_binary() -> str:
+    return _binary("prometheus-alertmanager", "alertmanager")
+
+
+def write_secrets(directory: Path, receivers: RunningReceivers) -> Path:
+    """The secret files alertmanager.yml names, pointing at the capture receivers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    secrets = {
+        "pagerduty_routing_key": PAGERDUTY_KEY,
+        "slack_webhook_url": receivers.slack_url,
+        "discord_webhook_url": receivers.discord_url,
+        "smtp_password": SMTP_LOGIN[1],
+    }
+    for name, value in secrets.items():
+        # No trailing newline: Alertmanager 0.25 uses smtp_password as read (it trims the URL and key files).
+        (directory / name).write_text(value, encoding="utf-8")
+        (directory / name).chmod(0o600)
+    return directory
+
+
+def render_for(receivers: RunningReceivers, secrets_dir: Path, *, fast: bool) -> dict[str, Any]:
+    """alerts/alertmanager.yml rendered for the capture receivers; `fast` shortens every group timing to 1s."""
+    env: Mapping[str, str] = {
+        "MUSDPAY_ALERT_SECRETS_DIR": str(secrets_dir),
+        "MUSDPAY_ALERT_TEMPLATES_DIR": str(ALERTS_DIR / "templates"),
+        "MUSDPAY_ALERT_PAGERDUTY_URL": receivers.pagerduty_url,
+        "MUSDPAY_ALERT_SMTP_SMARTHOST": receivers.smtp_smarthost,
+        "MUSDPAY_ALERT_SMTP_USERNAME": SMTP_LOGIN[0],
+        "MUSDPAY_ALERT_SMTP_REQUIRE_TLS": "false",
+    }
+    config = render((ALERTS_DIR / "alertmanager.yml").read_text(encoding="utf-8"), env)
+    if fast:
+
+        def shorten(route: dict[str, Any]) -> None:
+            for key in ("group_wait", "group_interval"):
+                if key in route or route is config["route"]:
+                    route[key] = "1s"
+            for child in route.get("routes", []):
+                shorten(child)
+
+        shorten(config["route"])
+    return config
+
+
+@dataclass
+class Alertmanager:
+    url: str
+    process: ChildProcess
+    config_path: Path
+
+    def alerts(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.url}/api/v2/alerts", timeout=5)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
+    def post(self, alerts: list[dict[str, Any]]) -> None:
+        httpx.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
+
+
+@contextmanager
+def running_alertmanager(tmp_path: Path, receivers: RunningReceivers, *, fast: bool = True) -> Iterator[Alertmanager]:
+    binary = alertmanager_binary()
+    home = tmp_path / f"alertmanager-{free_port()}"
+    home.mkdir()
+    config = render_for(receivers, write_secrets(home / "secrets", receivers), fast=fast)
+    config_path = home / "alertmanager.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    port = free_port()
+    args = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # one instance, no gossip port
+        "--log.level=info",
+    ]
+    process = start_process(args, env={}, log_path=home / "alertmanager.log")
+    manager = Alertmanager(url=f"http://127.0.0.1:{port}", process=process, config_path=config_path)
+    try:
+        _wait_ready(f"{manager.url}/-/ready", process)
+        yield manager
+    finally:
+        process.stop()
+
+
+@dataclass
+class Prometheus:
+    url: str
+    process: ChildProcess
+
+    def query(self, expr: str, *, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        response = httpx.get(f"{self.url}/api/v1/query", params=params, timeout=10)
+        body = response.json()
+        if body.get("status") != "success":
+            raise AssertionError(f"query {expr!r} failed: {body}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def targets_up(self) -> dict[str, bool]:
+        data = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return {target["labels"]["job"]: target["health"] == "up" for target in data}
+
+    def rules(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        return groups
+
+
+def prometheus_config(
+    targets: Mapping[str, str], alertmanager: str | None, *, scrape_interval: str, evaluation_interval: str
+) -> dict[str, Any]:
+    """prometheus.yml of the repository with these targets (job -> host:port), intervals and Alertmanager."""
+    config: dict[str, Any] = yaml.safe_load((ROOT / "prometheus.yml").read_text(encoding="utf-8"))
+    config["global"]["scrape_interval"] = scrape_interval
+    config["global"]["evaluation_interval"] = evaluation_interval
+    config["rule_files"] = [str(ROOT / "alerts" / "generated" / "*.yml")]
+    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = (
+        [alertmanager.removeprefix("http://")] if alertmanager else []
+    )
+    config["scrape_configs"] = [
+        {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
+    ]
+    return config
+
+
+@contextmanager
+def running_prometheus(
+    tmp_path: Path,
+    targets: Mapping[str, str],
+    alertmanager: str | None,
+    *,
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1s",
+) -> Iterator[Prometheus]:
+    binary = prometheus_binary()
+    home = tmp_path / f"prometheus-{free_port()}"
+    home.mkdir()
+    config = prometheus_config(
+        targets, alertmanager, scrape_interval=scrape_interval, evaluation_interval=evaluation_interval
+    )
+    config_path = home / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    port = free_port()
+    args = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--enable-feature=exemplar-storage",
+        "--log.level=warn",
+    ]
+    process = start_process(args, env={}, log_path=home / "prometheus.log")
+    prometheus = Prometheus(url=f"http://127.0.0.1:{port}", process=process)
+    try:
+        _wait_ready(f"{prometheus.url}/-/ready", process)
+        yield prometheus
+    finally:
+        process.stop()
+
+
+def _wait_ready(url: str, process: ChildProcess) -> None:
+    def ready() -> bool:
+        if not process.alive():
+            raise AssertionError(f"{process.args[0]} exited early:\n{process.log()}")
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=30, interval=0.1, what=url)
