@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import stripe
 
 from monitor.config import StripeConfig
 from monitor.metrics import MonitorMetrics, remove_series
 from monitor.probes.payments import PaymentsState
 from monitor.scheduler import ProbeFailed, ProbeJob
+from payment.onramp.stripe_gateway import stripe_error_type
 
-__all__ = ["StripeProbe", "error_type"]
+__all__ = ["StripeProbe"]
 
 PAGE_SIZE = 100
 # Currencies Stripe counts in whole units (https://docs.stripe.com/currencies#zero-decimal).
@@ -43,21 +43,6 @@ ERROR_TYPES = (
     "invalid_request",
     "invalid_response",
 )
-
-
-def error_type(exc: stripe.StripeError) -> str:
-    """The failure's class, in the payment service's vocabulary (`musdpay_stripe_errors_total`)."""
-    if isinstance(exc, stripe.APIConnectionError):
-        timed_out = isinstance(exc.__cause__, httpx.TimeoutException | TimeoutError)
-        return "timeout" if timed_out else "connection"
-    status = exc.http_status or 0
-    if status == 429:
-        return "rate_limited"
-    if status >= 500:
-        return "server_error"
-    if status in (401, 403):
-        return "authentication"
-    return "invalid_request"
 
 
 def major_units(amount: int, currency: str) -> Decimal:
@@ -127,7 +112,7 @@ class StripeProbe:
         try:
             response = await self.client.raw_request_async("get", path, **params)
         except stripe.StripeError as exc:
-            kind = error_type(exc)
+            kind = stripe_error_type(exc)
             m.stripe_errors.labels(operation, kind).inc()
             if operation == "balance":
                 m.stripe_up.set(0)

@@ -23,7 +23,7 @@ from payment.core.config import Settings
 from payment.core.problems import Problem, UpstreamProblem
 from payment.core.telemetry import Telemetry
 
-__all__ = ["OnrampGateway", "StripeOnrampGateway", "StripeRejected", "build_stripe_client"]
+__all__ = ["OnrampGateway", "StripeOnrampGateway", "StripeRejected", "build_stripe_client", "stripe_error_type"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class StripeOnrampGateway:
         started = time.perf_counter()
 
         def on_error(exc: stripe.StripeError) -> Problem:
-            error_type = _error_type(exc)
+            error_type = stripe_error_type(exc)
             metrics.stripe_errors.labels(_OPERATION, error_type).inc()
             span.set_attribute("error.type", error_type)
             return _translate(exc)
@@ -171,8 +171,9 @@ def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, 
     return dict(data)
 
 
-def _error_type(exc: stripe.StripeError) -> str:
-    """A low-cardinality class of the failure, for metrics and spans."""
+def stripe_error_type(exc: stripe.StripeError) -> str:
+    """A low-cardinality class of the failure, for metrics and spans (`musdpay_stripe_errors_total`; the monitor
+    classifies its probes' failures with it too)."""
     if isinstance(exc, stripe.APIConnectionError):
         return "timeout" if _timed_out(exc) else "connection"
     status = exc.http_status or 0
