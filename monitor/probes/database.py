@@ -8,7 +8,7 @@ reads what applies to the backend:
 | size | `pg_database_size` | page_count x page_size |
 | connections by state, max_connections, used ratio (saturation) | `pg_stat_activity` | - |
 | oldest open transaction | `now() - min(xact_start)` of other backends | - |
-| replication lag (replica only) | `now() - pg_last_xact_replay_timestamp()`, 0 once replay caught up | - |
+| replication lag (replica only) | `clock_timestamp() - pg_last_xact_replay_timestamp()`, 0 once replay caught up | - |
 | migrations at head (primary only) | alembic revision against the code's head | same |
 """
 
@@ -131,11 +131,16 @@ class DatabaseProbe:
         ).scalar_one()
         m.db_oldest_transaction.labels(t).set(float(oldest))
         if self.replica:
+            # Lag 0 when nothing received is left to replay, however old the last replayed commit (an idle primary):
+            # replay LSN >= receive LSN, not `=`, since a restarted walreceiver reports the start of the WAL segment it
+            # resumes from, behind what was already replayed. Otherwise the age of the last replayed commit, against
+            # the clock now (`now()` is this transaction's start, older than a commit replayed since), never below 0
+            # (two hosts' clocks); `greatest` skips NULL, so a replica that replayed no commit yet reports 0.
             lag = connection.execute(
                 text(
                     "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL "
-                    "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-                    "ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+                    "WHEN pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn() THEN 0 "
+                    "ELSE greatest(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0) END"
                 )
             ).scalar_one()
             if lag is None:
