@@ -398,8 +398,6 @@ class Settings(BaseSettings):
                     raise SettingsError(
                         f"a placeholder secret is configured; refusing to start in {self.environment.value}"
                     )
-        if self.delivery_mode is DeliveryMode.treasury and self.treasury_key is None:
-            raise SettingsError("delivery mode treasury needs MUSDPAY_TREASURY_KEY or MUSDPAY_TREASURY_KEY_FILE")
         key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else ""
         if key.startswith(("sk_live_", "rk_live_")) and self.environment is not Environment.production:
             raise SettingsError("a live Stripe key is configured outside production")

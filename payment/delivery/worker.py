@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.chain.errors import RpcError, RpcErrorKind
-from payment.core.config import DeliveryMode, Settings
+from payment.core.config import DeliveryMode, Settings, SettingsError
 from payment.core.faults import crash_point
 from payment.core.telemetry import Telemetry
 from payment.delivery import store
@@ -63,6 +63,9 @@ class DeliveryWorker:
         self.clock = clock
         self.lease = timedelta(seconds=settings.delivery_lease_seconds)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if settings.delivery_mode is DeliveryMode.treasury and settings.treasury_key is None:
+            # Checked here, where it matters, not in Settings: `musdpay db upgrade` and the key CLI need no key.
+            raise SettingsError("delivery mode treasury needs MUSDPAY_TREASURY_KEY or MUSDPAY_TREASURY_KEY_FILE")
         self._wakeup: asyncio.Event | None = None  # made in run(): an Event belongs to the loop that first waits
         self._treasury = (
             TreasuryContext(settings, chain, run_db, factory, treasury_account(settings), clock)

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from payment.core.config import SettingsError
 from payment.delivery import service, store
 from payment.delivery.status import DeliveryStatus
+from tests.payment.conftest import make_settings
 from tests.payment.delivery.conftest import DeliveryRig, new_wallet, units
 from tests.support.auth import TEST_ACTOR
 
@@ -178,3 +180,10 @@ def test_a_reserved_nonce_spent_by_someone_else_is_a_mismatch_for_a_person(rig: 
     assert delivery.reason == f"treasury nonce {chain_nonce} was used by a transaction not signed for this delivery"
     assert rig.chain.musd_balance(session.wallet_address) == 0
     assert rig.metric("musdpay_delivery_total", mode="treasury", outcome="mismatch") == 1
+
+
+def test_treasury_mode_without_a_key_refuses_to_start_the_worker(rig: DeliveryRig) -> None:
+    with pytest.raises(SettingsError, match="MUSDPAY_TREASURY_KEY"):
+        rig.worker(treasury_key=None)
+    # Tools that never send (migrations, API keys) still accept the settings.
+    assert make_settings(rig.settings.database_url, delivery_mode="treasury").treasury_key is None
