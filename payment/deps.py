@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from payment.auth import apikeys
 from payment.auth.errors import Unauthorized
@@ -18,6 +17,7 @@ from payment.auth.principal import ANONYMOUS, Principal, Role
 from payment.auth.runtime import AuthRuntime
 from payment.chain.client import ChainClient
 from payment.core.config import DEFAULT_RATE_LIMITS, Settings
+from payment.core.db import run_db_on
 from payment.core.telemetry import Telemetry
 from payment.delivery.worker import DeliveryWorker
 from payment.onramp.stripe_gateway import OnrampGateway
@@ -52,6 +52,8 @@ class AppState:
     delivery_worker: DeliveryWorker | None = None
     # Authentication (payment/auth): set by install_auth at start; keyword-only so fields can follow it.
     auth_runtime: AuthRuntime | None = field(default=None, kw_only=True)
+    # Runs short database work (inline on SQLite, in the thread pool otherwise): payment.core.db.run_db_on.
+    run_db: Callable[..., Awaitable[Any]] = field(init=False, repr=False)
 
     @property
     def auth(self) -> AuthRuntime:
@@ -59,16 +61,8 @@ class AppState:
             self.auth_runtime = AuthRuntime.from_settings(self.settings)
         return self.auth_runtime
 
-    async def run_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
-        """Run short database work: inline on SQLite, in the thread pool otherwise.
-
-        SQLite is a local file with one pooled connection, so its short transactions cost less than the hop
-        to a worker thread (and the lock traffic of many threads queueing on one connection); PostgreSQL
-        waits on the network, so it must not block the event loop.
-        """
-        if self.engine.dialect.name == "sqlite":
-            return function(**kwargs)
-        return await run_in_threadpool(function, **kwargs)
+    def __post_init__(self) -> None:
+        self.run_db = run_db_on(self.engine)
 
 
 # Dependencies are `async def`: FastAPI runs a plain `def` dependency in the thread pool, a hop per request.

@@ -10,7 +10,6 @@ import asyncio
 import json
 import signal
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from sandbox.background import serving_in_thread
 from sandbox.receivers.http import build_app
 from sandbox.receivers.smtp import smtp_protocol_factory
 from sandbox.receivers.store import Received, ReceivedStore
@@ -107,24 +107,13 @@ class RunningReceivers:
 
 @contextmanager
 def running_receivers(config: ReceiversConfig | None = None) -> Iterator[RunningReceivers]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True, name="capture-receivers")
-    thread.start()
     server = ReceiversServer(config or ReceiversConfig())
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(_START_TIMEOUT)
+    with serving_in_thread(server, name="capture-receivers", timeout=_START_TIMEOUT):
         running = RunningReceivers(server)
         try:
             yield running
         finally:
             running.close()
-    finally:
-        try:
-            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(_START_TIMEOUT)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_START_TIMEOUT)
-            loop.close()
 
 
 def run(config: ReceiversConfig) -> None:

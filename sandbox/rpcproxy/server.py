@@ -12,7 +12,6 @@ import json
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from sandbox.background import serving_in_thread
 from sandbox.rpcproxy.config import ProxyConfig
 from sandbox.rpcproxy.control import PREFIX, handle_control
 from sandbox.rpcproxy.faults import Faults
@@ -198,21 +198,11 @@ def running_proxy(
 ) -> Iterator[RunningProxy]:
     """A proxy in front of `upstream` on a loopback port (0: a free one) for the duration of the block."""
     config = ProxyConfig(upstream=upstream, port=port, control_port=control_port, name=name, seed=seed)
-    loop = (_loop_factory() or asyncio.new_event_loop)()
-    thread = threading.Thread(target=loop.run_forever, daemon=True, name=f"rpcproxy-{name}")
-    thread.start()
     server = ProxyServer(config)
-    try:
-        asyncio.run_coroutine_threadsafe(server.start(), loop).result(_START_TIMEOUT)
+    loop = (_loop_factory() or asyncio.new_event_loop)()
+    with serving_in_thread(server, name=f"rpcproxy-{name}", loop=loop, timeout=_START_TIMEOUT):
         running = RunningProxy(server)
         try:
             yield running
         finally:
             running.close()
-    finally:
-        try:
-            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(_START_TIMEOUT)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_START_TIMEOUT)
-            loop.close()
