@@ -45,6 +45,7 @@ from payment.security.ratelimit import build_rate_limiter
 from payment.security.secrets import install_secret_scrubber
 from payment.security.throttle import RateLimitMiddleware
 from payment.webhooks.views import router as webhooks_router
+from payment.webhooks.views import stripe_router as stripe_webhooks_router
 
 __all__ = ["create_app", "create_served_app"]
 
@@ -156,6 +157,9 @@ def create_app(
         version="0.1.0",
         description="Buy MUSD on Mezo with a card through Stripe's Crypto Onramp.",
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry is off: ObservabilityMiddleware makes the request spans and metrics
+        # (one of each per request), and the check whether the built-in one is configured runs per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.musdpay = state
     install_problem_handlers(app)
@@ -203,9 +207,10 @@ def create_app(
         app.add_middleware(
             ObservabilityMiddleware, metrics=telemetry.metrics, tracer=tracer, exemplars=not multiprocess
         )
-    install_auth(app)  # first: every route included after it gets the route-policy guard (payment/auth/rbac.py)
     # Routes are matched in this order, each check costing microseconds: the hot paths (Stripe's webhooks, the
-    # dApp's session calls) first.
+    # dApp's session calls) first. Stripe's endpoint checks its signature itself and comes before the guard.
+    app.include_router(stripe_webhooks_router)
+    install_auth(app)  # every route included after it gets the route-policy guard (payment/auth/rbac.py)
     app.include_router(webhooks_router)
     app.include_router(onramp_router)
     app.include_router(delivery_router)

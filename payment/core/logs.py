@@ -106,6 +106,12 @@ def configure_logging(level: str = "INFO", *, json_output: bool = True, stream: 
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # No line prints the caller's file and line, thread or process, so they are not collected for every record
+    # (the Logging HOWTO's "Optimization" section): finding the caller walks the stack on each access log line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers = []

@@ -22,6 +22,7 @@ from payment.core.metrics import PaymentMetrics
 __all__ = ["Telemetry", "build_tracer_provider", "current_trace_id", "current_traceparent", "link_current_span"]
 
 TRACER_NAME = "musdpay.payment"
+SQL_TRACER_NAME = "musdpay.sql"
 
 
 def otlp_configured() -> bool:
@@ -64,6 +65,13 @@ class Telemetry:
         # Built once: get_tracer() creates a new instrumentation scope each call.
         self.tracer: trace.Tracer = (
             trace.NoOpTracer() if self.tracer_provider is None else self.tracer_provider.get_tracer(TRACER_NAME)
+        )
+        # Spans of the statements run directly on the driver (payment/core/statements.py), only when exported,
+        # as for the SQLAlchemy instrumentation of the engine.
+        self.sql_tracer: trace.Tracer | None = (
+            self.tracer_provider.get_tracer(SQL_TRACER_NAME)
+            if self.tracer_provider is not None and self.exporting
+            else None
         )
 
     def shutdown(self) -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from payment.core.config import DeliveryMode
+from payment.core.statements import DirectConnection, Statement
 from payment.delivery.models import Delivery
 from payment.delivery.status import DeliveryStatus
-from payment.onramp.models import OnrampSession
 from payment.onramp.status import SessionStatus
+from payment.onramp.store import SessionRecord
 
 __all__ = ["DUE_STATUS", "enqueue_delivery"]
 
@@ -26,14 +27,16 @@ DELIVERIES = cast(Table, Delivery.__table__)
 # MUSD sent from the treasury cannot be taken back.
 DUE_STATUS = SessionStatus.fulfillment_complete
 
-_INSERTS = {
-    "sqlite": sqlite.insert(DELIVERIES).on_conflict_do_nothing(index_elements=["session_id"]),
-    "postgresql": postgresql.insert(DELIVERIES).on_conflict_do_nothing(index_elements=["session_id"]),
-}
+_INSERT = Statement(
+    {
+        "sqlite": sqlite.insert(DELIVERIES).on_conflict_do_nothing(index_elements=["session_id"]),
+        "postgresql": postgresql.insert(DELIVERIES).on_conflict_do_nothing(index_elements=["session_id"]),
+    }
+)
 
 
 def enqueue_delivery(
-    conn: Connection, row: OnrampSession, *, mode: DeliveryMode, deadline_seconds: float, now: datetime
+    conn: DirectConnection, row: SessionRecord, *, mode: DeliveryMode, deadline_seconds: float, now: datetime
 ) -> bool:
     """Create the session's delivery if it is due and has none; True if this call created it."""
     if row.status != DUE_STATUS.value:
@@ -50,5 +53,4 @@ def enqueue_delivery(
         "created_at": now,
         "updated_at": now,
     }
-    result = conn.execute(_INSERTS[conn.dialect.name], values)
-    return bool(result.rowcount)
+    return conn.execute(_INSERT, values) == 1

@@ -25,20 +25,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
-from payment.core.db import core_transaction
 from payment.core.faults import crash_point
 from payment.core.problems import Conflict, FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
+from payment.core.statements import DirectConnection, direct_transaction
 from payment.core.telemetry import Telemetry, current_traceparent
 from payment.delivery.outbox import DUE_STATUS, enqueue_delivery
 from payment.onramp import store
-from payment.onramp.models import OnrampSession
 from payment.onramp.schemas import CreateSessionRequest, normalize_wallet_address
 from payment.onramp.status import FINAL_STATUSES, SessionStatus, is_newer
+from payment.onramp.store import SessionRecord
 from payment.onramp.stripe_gateway import OnrampGateway
 
 __all__ = [
@@ -69,13 +69,13 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class CreateOutcome:
-    session: OnrampSession
+    session: SessionRecord
     replayed: bool
 
 
 @dataclass(frozen=True)
 class SessionPage:
-    sessions: list[OnrampSession]
+    sessions: list[SessionRecord]
     has_more: bool
     next_cursor: str | None
 
@@ -188,6 +188,7 @@ async def create_session(
             fingerprint=fingerprint,
             key_hash=key_hash,
             customer_ip_address=customer_ip_address,
+            telemetry=telemetry,
             clock=clock,
         )
         if lease is None:
@@ -197,7 +198,7 @@ async def create_session(
             obj = await gateway.create_session_async(_stripe_params(row, settings), idempotency_key=_stripe_key(row))
             snapshot = parse_snapshot(obj)
         except Problem:
-            await run_db(_abandon, factory=factory, session_id=row.id, lease=lease)
+            await run_db(_abandon, factory=factory, session_id=row.id, lease=lease, telemetry=telemetry)
             raise
         crash_point(settings, "after_stripe_create")
         session = await run_db(
@@ -210,7 +211,7 @@ async def create_session(
     return CreateOutcome(session=session, replayed=False)
 
 
-def _stripe_key(row: OnrampSession) -> str:
+def _stripe_key(row: SessionRecord) -> str:
     # Derived from the row, so a retry of an interrupted creation gets Stripe's first answer back.
     return f"musdpay-{row.id}"
 
@@ -223,19 +224,22 @@ def _claim_or_insert(
     fingerprint: str,
     key_hash: str | None,
     customer_ip_address: str | None,
+    telemetry: Telemetry,
     clock: Clock,
-) -> tuple[OnrampSession, datetime | None]:
+) -> tuple[SessionRecord, datetime | None]:
     """The row to create at Stripe with our lease on it, or (existing row, None) for an idempotent replay."""
     for _attempt in range(3):
         now = clock()
         try:
-            with core_transaction(factory) as conn:
+            with direct_transaction(factory, telemetry.sql_tracer) as conn:
                 if key_hash is not None:
                     existing = store.load_by_idempotency_key(conn, key_hash)
                     if existing is not None:
                         return _reuse(conn, settings, existing, fingerprint, now)
                 values: dict[str, Any] = {
                     "id": str(uuid.uuid4()),
+                    "stripe_session_id": None,
+                    "client_secret": None,
                     "status": SessionStatus.creating.value,
                     "livemode": False,
                     "wallet_address": request.wallet_address,
@@ -244,6 +248,10 @@ def _claim_or_insert(
                     "destination_currency": request.destination_currency,
                     "destination_network": request.destination_network,
                     "customer_ip_address": customer_ip_address,
+                    "transaction_id": None,
+                    "destination_amount": None,
+                    "network_fee_amount": None,
+                    "transaction_fee_amount": None,
                     "idempotency_key": key_hash,
                     "request_fingerprint": fingerprint,
                     "creation_started_at": now,
@@ -254,7 +262,7 @@ def _claim_or_insert(
                     "updated_at": now,
                 }
                 store.insert_session(conn, values)
-                return OnrampSession(**values), now
+                return SessionRecord(**values), now
         except IntegrityError:
             # Another request inserted the same Idempotency-Key first (the whole transaction rolled back, nothing
             # else was written in it): read theirs on the next pass.
@@ -263,8 +271,8 @@ def _claim_or_insert(
 
 
 def _reuse(
-    conn: Connection, settings: Settings, existing: OnrampSession, fingerprint: str, now: datetime
-) -> tuple[OnrampSession, datetime | None]:
+    conn: DirectConnection, settings: Settings, existing: SessionRecord, fingerprint: str, now: datetime
+) -> tuple[SessionRecord, datetime | None]:
     if existing.request_fingerprint != fingerprint:
         raise Conflict(
             "idempotency-key-reused",
@@ -277,18 +285,13 @@ def _reuse(
     if started is not None and now - started < lease:
         raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
     # The request that owned this row died: take over its lease and finish its work.
-    claimed = conn.execute(
-        update(store.SESSIONS)
-        .where(store.SESSIONS.c.id == existing.id, store.SESSIONS.c.creation_started_at == started)
-        .values(creation_started_at=now)
-    )
-    if claimed.rowcount != 1:
+    if not store.claim_creation(conn, existing.id, started, now):
         raise Conflict("request-in-progress", "A request with this Idempotency-Key is in progress.", retry_after=1)
     existing.creation_started_at = now
     return existing, now
 
 
-def _stripe_params(row: OnrampSession, settings: Settings) -> dict[str, Any]:
+def _stripe_params(row: SessionRecord, settings: Settings) -> dict[str, Any]:
     params: dict[str, Any] = {
         "wallet_addresses": {row.destination_network: row.wallet_address},
         "source_amount": format(row.source_amount, "f"),
@@ -309,20 +312,20 @@ def _create_at_stripe(
     factory: sessionmaker[Session],
     gateway: OnrampGateway,
     settings: Settings,
-    row: OnrampSession,
+    row: SessionRecord,
     lease: datetime,
     *,
     source: str,
     telemetry: Telemetry,
     clock: Clock,
-) -> OnrampSession:
+) -> SessionRecord:
     """Steps 2 and 3 of a creation, synchronously (the recovery sweep)."""
     crash_point(settings, "before_stripe_create")
     try:
         obj = gateway.create_session(_stripe_params(row, settings), idempotency_key=_stripe_key(row))
         snapshot = parse_snapshot(obj)
     except Problem:
-        _abandon(factory=factory, session_id=row.id, lease=lease)
+        _abandon(factory=factory, session_id=row.id, lease=lease, telemetry=telemetry)
         raise
     crash_point(settings, "after_stripe_create")
     return _attach(
@@ -334,14 +337,14 @@ def _attach(
     *,
     factory: sessionmaker[Session],
     settings: Settings,
-    row: OnrampSession,
+    row: SessionRecord,
     snapshot: Snapshot,
     source: str,
     telemetry: Telemetry,
     clock: Clock,
-) -> OnrampSession:
+) -> SessionRecord:
     """Step 3: the row takes Stripe's id, client secret and status."""
-    with core_transaction(factory) as conn:
+    with direct_transaction(factory, telemetry.sql_tracer) as conn:
         current = store.load_by_id(conn, row.id, for_update=True)
         if current is None:
             # Deleted meanwhile (a competing attempt failed at Stripe): nothing of ours to attach to.
@@ -358,9 +361,9 @@ def _attach(
     return current
 
 
-def _abandon(*, factory: sessionmaker[Session], session_id: str, lease: datetime) -> None:
+def _abandon(*, factory: sessionmaker[Session], session_id: str, lease: datetime, telemetry: Telemetry) -> None:
     """Delete a row whose creation failed, unless another attempt has taken it over since."""
-    with core_transaction(factory) as conn:
+    with direct_transaction(factory, telemetry.sql_tracer) as conn:
         store.delete_if_creating(conn, session_id, lease)
 
 
@@ -377,29 +380,14 @@ def recover_stale_creations(
     if gateway is None:
         return 0
     cutoff = clock() - timedelta(seconds=settings.creation_lease_seconds)
-    with factory() as db, db.begin():
-        stale = db.scalars(
-            select(OnrampSession)
-            .where(
-                OnrampSession.status == SessionStatus.creating.value,
-                OnrampSession.creation_started_at < cutoff,
-            )
-            .limit(limit)
-        ).all()
+    with direct_transaction(factory, telemetry.sql_tracer, write=False) as conn:
+        stale = store.stale_creations(conn, cutoff, limit)
     handled = 0
     for row in stale:
         now = clock()
-        with factory() as db, db.begin():
-            claimed = db.execute(
-                update(OnrampSession)
-                .where(
-                    OnrampSession.id == row.id,
-                    OnrampSession.status == SessionStatus.creating.value,
-                    OnrampSession.creation_started_at == row.creation_started_at,
-                )
-                .values(creation_started_at=now)
-            )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        with direct_transaction(factory, telemetry.sql_tracer) as conn:
+            claimed = store.claim_creation(conn, row.id, row.creation_started_at, now)
+        if not claimed:
             continue
         handled += 1
         try:
@@ -452,7 +440,7 @@ def parse_snapshot(obj: Any) -> Snapshot:
 
 
 def apply_snapshot(
-    row: OnrampSession,
+    row: SessionRecord,
     snapshot: Snapshot,
     *,
     position: tuple[int, str],
@@ -506,8 +494,8 @@ def apply_snapshot(
 
 
 def write_snapshot(
-    conn: Connection,
-    row: OnrampSession,
+    conn: DirectConnection,
+    row: SessionRecord,
     changes: dict[str, Any],
     applied: Applied | None,
     event_id: str | None,
@@ -538,15 +526,15 @@ def write_snapshot(
 # --- reads -------------------------------------------------------------------------------------------------
 
 
-def get_session(*, factory: sessionmaker[Session], session_id: str) -> OnrampSession:
-    with factory() as db:
-        row = db.get(OnrampSession, session_id)
+def get_session(*, factory: sessionmaker[Session], session_id: str) -> SessionRecord:
+    with direct_transaction(factory, write=False) as conn:
+        row = store.load_by_id(conn, session_id)
     if row is None:
         raise NotFound(f"No onramp session with id {session_id!r}.")
     return row
 
 
-def _encode_cursor(row: OnrampSession) -> str:
+def _encode_cursor(row: SessionRecord) -> str:
     raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -578,28 +566,29 @@ def list_sessions(
 
     `owner` (a wallet caller's own address) restricts the list to its sessions, whatever the filters say."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = select(OnrampSession).where(OnrampSession.status != SessionStatus.creating.value)
+    columns = store.SESSIONS.c
+    query = select(store.SESSIONS).where(columns.status != SessionStatus.creating.value)
     if owner is not None:
-        query = query.where(OnrampSession.wallet_address == owner)
+        query = query.where(columns.wallet_address == owner)
     if wallet_address is not None:
         try:
             wallet = normalize_wallet_address(wallet_address)
         except ValueError as exc:
             raise ValidationProblem([FieldError("query.walletAddress", str(exc))]) from exc
-        query = query.where(OnrampSession.wallet_address == wallet)
+        query = query.where(columns.wallet_address == wallet)
     if status is not None:
-        query = query.where(OnrampSession.status == status.value)
+        query = query.where(columns.status == status.value)
     if cursor is not None:
         created, session_id = _decode_cursor(cursor)
         query = query.where(
             or_(
-                OnrampSession.created_at < created,
-                and_(OnrampSession.created_at == created, OnrampSession.id < session_id),
+                columns.created_at < created,
+                and_(columns.created_at == created, columns.id < session_id),
             )
         )
-    query = query.order_by(OnrampSession.created_at.desc(), OnrampSession.id.desc()).limit(limit + 1)
+    query = query.order_by(columns.created_at.desc(), columns.id.desc()).limit(limit + 1)
     with factory() as db:
-        rows = list(db.scalars(query).all())
+        rows = [SessionRecord(**row) for row in db.execute(query).mappings()]
     has_more = len(rows) > limit
     rows = rows[:limit]
     return SessionPage(

@@ -16,7 +16,6 @@ from payment.delivery.models import Delivery
 from payment.delivery.status import DeliveryStatus
 from payment.deps import Principal, StateDep, client_ip
 from payment.onramp import service
-from payment.onramp.models import OnrampSession
 from payment.onramp.schemas import (
     CreateSessionRequest,
     DeliveryOut,
@@ -25,6 +24,7 @@ from payment.onramp.schemas import (
     TransactionDetailsOut,
 )
 from payment.onramp.status import SessionStatus
+from payment.onramp.store import SessionRecord
 
 __all__ = ["router"]
 
@@ -50,7 +50,7 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
     )
 
 
-def to_out(row: OnrampSession, *, include_secret: bool, delivery: Delivery | None = None) -> SessionOut:
+def to_out(row: SessionRecord, *, include_secret: bool, delivery: Delivery | None = None) -> SessionOut:
     return SessionOut(
         id=row.id,
         stripe_session_id=row.stripe_session_id,
@@ -121,7 +121,7 @@ async def create_session(
     return Response(out.model_dump_json(by_alias=True), status_code=201, headers=headers, media_type="application/json")
 
 
-def _visible_secret(principal: Principal, row: OnrampSession) -> bool:
+def _visible_secret(principal: Principal, row: SessionRecord) -> bool:
     return principal.may_see_client_secret(row.wallet_address)
 
 

@@ -16,7 +16,8 @@ from enum import StrEnum
 from typing import Any, cast
 
 import stripe
-from sqlalchemy import Connection, Table, bindparam, insert, select
+from opentelemetry import trace
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +27,7 @@ from payment.core.db import core_transaction
 from payment.core.faults import crash_point
 from payment.core.metrics import event_type_label
 from payment.core.problems import FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
+from payment.core.statements import DirectConnection, Statement, direct_on, direct_transaction
 from payment.core.telemetry import Telemetry, link_current_span
 from payment.onramp import store
 from payment.onramp.service import Applied, apply_snapshot, parse_snapshot, record_applied, write_snapshot
@@ -36,8 +38,8 @@ __all__ = ["InvalidSignature", "Outcome", "ingest_event", "replay_event", "verif
 log = logging.getLogger(__name__)
 
 EVENTS = cast(Table, WebhookEvent.__table__)
-_INSERT_EVENT = insert(EVENTS)
-_EVENT_EXISTS = select(EVENTS.c.id).where(EVENTS.c.id == bindparam("event_id"))
+_INSERT_EVENT = Statement(insert(EVENTS))
+_EVENT_EXISTS = Statement(select(EVENTS.c.id).where(EVENTS.c.id == bindparam("event_id")))
 
 SESSION_UPDATED = "crypto.onramp_session_updated"
 
@@ -128,7 +130,7 @@ def ingest_event(
         event_type: str = event["type"]
         span.set_attributes({"stripe.event.id": event_id, "stripe.event.type": event_type})
         try:
-            result, applied = _record_and_apply(factory, settings, event, payload, clock())
+            result, applied = _record_and_apply(factory, settings, telemetry, event, payload, clock())
         except Exception:
             metrics.webhook_events.labels(event_type_label(event_type), "failed").inc()
             raise
@@ -143,13 +145,19 @@ def ingest_event(
 
 
 def _record_and_apply(
-    factory: sessionmaker[Session], settings: Settings, event: dict[str, Any], payload: bytes, now: datetime
+    factory: sessionmaker[Session],
+    settings: Settings,
+    telemetry: Telemetry,
+    event: dict[str, Any],
+    payload: bytes,
+    now: datetime,
 ) -> tuple[IngestResult, Applied | None]:
     event_id: str = event["id"]
     event_type: str = event["type"]
     obj: dict[str, Any] = event["data"]["object"]
+    tracer: trace.Tracer | None = telemetry.sql_tracer
     try:
-        with core_transaction(factory) as conn:
+        with direct_transaction(factory, tracer) as conn:
             outcome, session_id, applied, enqueued = _apply(conn, settings, event, obj, now)
             # Recorded last: if the id is taken (a duplicate delivery), the unique key fails the insert and the
             # whole transaction, the session's changes included, rolls back.
@@ -170,15 +178,15 @@ def _record_and_apply(
             )
             crash_point(settings, "webhook_before_commit")
     except IntegrityError:
-        with factory() as db:
-            if db.execute(_EVENT_EXISTS, {"event_id": event_id}).first() is None:
+        with direct_transaction(factory, tracer) as conn:
+            if conn.first(_EVENT_EXISTS, {"event_id": event_id}) is None:
                 raise
         return IngestResult(event_id, event_type, Outcome.duplicate, None), None
     return IngestResult(event_id, event_type, outcome, session_id, enqueued), applied
 
 
 def _apply(
-    conn: Connection, settings: Settings, event: dict[str, Any], obj: dict[str, Any], now: datetime
+    conn: DirectConnection, settings: Settings, event: dict[str, Any], obj: dict[str, Any], now: datetime
 ) -> tuple[Outcome, str | None, Applied | None, bool]:
     if event["type"] != SESSION_UPDATED:
         return Outcome.ignored, None, None, False
@@ -219,7 +227,8 @@ def replay_event(
         if payload is None:
             raise NotFound(f"No recorded webhook event {event_id}.")
         event = json.loads(payload)
-        outcome, session_id, applied, enqueued = _apply(conn, settings, event, event["data"]["object"], now)
+        direct = direct_on(conn, telemetry.sql_tracer)
+        outcome, session_id, applied, enqueued = _apply(direct, settings, event, event["data"]["object"], now)
         audit.record(
             conn,
             actor=actor,

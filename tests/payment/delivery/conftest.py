@@ -21,8 +21,9 @@ from payment.chain.client import ChainClient
 from payment.chain.pool import ProviderPool
 from payment.core import migrations
 from payment.core.config import Settings
-from payment.core.db import core_transaction, create_db_engine, make_session_factory, run_db_on
+from payment.core.db import create_db_engine, make_session_factory, run_db_on
 from payment.core.metrics import PaymentMetrics
+from payment.core.statements import direct_transaction
 from payment.core.telemetry import Telemetry
 from payment.delivery.models import Delivery, DeliveryTransaction
 from payment.delivery.outbox import enqueue_delivery
@@ -87,7 +88,7 @@ class DeliveryRig:
             destination_amount=Decimal(amount),
             transaction_id=transaction_id,
         )
-        with core_transaction(self.factory) as conn:
+        with direct_transaction(self.factory) as conn:
             assert enqueue_delivery(
                 conn,
                 row,
