@@ -205,7 +205,11 @@ def create_app(
         multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         tracer = telemetry.tracer if telemetry.tracer_provider is not None else None
         app.add_middleware(
-            ObservabilityMiddleware, metrics=telemetry.metrics, tracer=tracer, exemplars=not multiprocess
+            ObservabilityMiddleware,
+            metrics=telemetry.metrics,
+            tracer=tracer,
+            record_spans=telemetry.exporting,
+            exemplars=not multiprocess,
         )
     # Routes are matched in this order, each check costing microseconds: the hot paths (Stripe's webhooks, the
     # dApp's session calls) first. Stripe's endpoint checks its signature itself and comes before the guard.

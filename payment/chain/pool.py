@@ -200,7 +200,7 @@ class ProviderPool:
         self.policy = policy
         self._providers = [_Provider(i, config, policy.timeout_seconds) for i, config in enumerate(providers)]
         self._by_name = {p.name: p for p in self._providers}
-        self._tracer = telemetry.tracer
+        self._telemetry = telemetry
         self._metrics: PaymentMetrics = telemetry.metrics
         self._durations: dict[tuple[int, str, str], Histogram] = {}  # label children, looked up once
         self._candidates: tuple[_Provider, ...] = tuple(self._providers)
@@ -369,7 +369,7 @@ class ProviderPool:
 
     async def _call(self, p: _Provider, method: str, params: list[Any], timeout: float, attempt: int) -> Any:
         """One attempt on one provider: span, metrics, health bookkeeping, classified errors."""
-        with self._tracer.start_as_current_span(
+        with self._telemetry.span(
             f"jsonrpc {method}",
             kind=SpanKind.CLIENT,
             attributes={**p.span_attributes, "rpc.method": method, "musdpay.rpc.attempt": attempt},
@@ -465,7 +465,7 @@ class ProviderPool:
         await self._ensure_open()
         recheck = self._polls % CHAIN_RECHECK_EVERY == 0
         self._polls += 1
-        with self._tracer.start_as_current_span("rpc.pool.poll", attributes={"rpc.system": "jsonrpc"}):
+        with self._telemetry.span("rpc.pool.poll", attributes={"rpc.system": "jsonrpc"}):
             heads = await asyncio.gather(*(self._poll_provider(p, recheck) for p in self._providers))
         fresh = [head for head in heads if head is not None]
         best = max(fresh, default=None)

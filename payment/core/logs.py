@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,10 +18,18 @@ from typing import Any
 
 from opentelemetry import trace
 
-__all__ = ["REQUEST_CONTEXT", "JsonFormatter", "RequestContext", "configure_logging", "redact"]
+__all__ = [
+    "REQUEST_CONTEXT",
+    "AccessLog",
+    "JsonFormatter",
+    "JsonStreamHandler",
+    "RequestContext",
+    "configure_logging",
+    "redact",
+]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestContext:
     """The request being served; the route is read from the ASGI scope once routing has matched it."""
 
@@ -73,13 +82,50 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+# Built once: json.dumps with any non-default option builds a new encoder on every call. Values are made JSON
+# types before encoding (see _value), so no `default` is needed.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
+def _value(value: Any) -> Any:
+    """A JSON value with secrets redacted: text is scanned, anything else but numbers becomes scanned text."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
+class _Timestamps:
+    """ISO 8601 UTC with milliseconds; the text of the current second is kept (lines come many per second)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record. Fields other than the message, the exception and `extra` values are ours
+    (times, names, ids, route templates), so only those three are scanned for secrets: scanning the whole line
+    cost more than encoding it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timestamps = _Timestamps()
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._timestamps.format(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
@@ -89,18 +135,92 @@ class JsonFormatter(logging.Formatter):
         if context is not None:
             entry["request_id"] = context.request_id
             entry["route"] = context.route
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        attributes = record.__dict__
+        for key in sorted(attributes.keys() - _RESERVED):
+            if not key.startswith("_"):
+                entry[key] = _value(attributes[key])
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return _ENCODER.encode(entry)
+
+
+class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler configure_logging installs for JSON output; the access log writes its finished lines here."""
+
+    def write_line(self, line: str) -> None:
+        self.acquire()
+        try:
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except Exception:  # as logging does: a failing log stream never fails the request
+            self.handleError(logging.makeLogRecord({"msg": line}))
+        finally:
+            self.release()
+
+
+class AccessLog:
+    """The access log: one line per request, as `musdpay.access` at INFO.
+
+    Through `logging` a line costs about 20 microseconds (a record, the logger hierarchy, the general formatter),
+    an eighth of a webhook's handling. So when logging is as configure_logging set it up (one JSON handler, no
+    filters, nothing else listening), the line is encoded here, with the same fields JsonFormatter would give
+    it, and written to that handler's stream. Every field is ours (method, route template, status, ids), so
+    there is nothing to redact. Under any other set-up (text output, extra handlers, filters) the line goes
+    through `logging` like any other, so nothing is lost and every listener sees it.
+    """
+
+    def __init__(self, name: str = "musdpay.access") -> None:
+        self.logger = logging.getLogger(name)
+        self._timestamps = _Timestamps()
+
+    def write(self, *, method: str, route: str, status: int, duration_ms: float, request_id: str) -> None:
+        logger = self.logger
+        if logger.disabled or not logger.isEnabledFor(logging.INFO):
+            return
+        handler = self._direct_handler()
+        if handler is None:
+            extra = {"method": method, "status_code": status, "duration_ms": duration_ms}
+            logger.info("%s %s %d", method, route, status, extra=extra)
+            return
+        entry: dict[str, Any] = {
+            "time": self._timestamps.format(time.time()),
+            "level": "info",
+            "logger": logger.name,
+            "message": f"{method} {route} {status}",
+        }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
+        entry.update(request_id=request_id, route=route, duration_ms=duration_ms, method=method, status_code=status)
+        handler.write_line(_ENCODER.encode(entry))
+
+    def _direct_handler(self) -> JsonStreamHandler | None:
+        """The root's JSON handler, if it alone would receive this logger's records unfiltered."""
+        root = logging.root
+        node: logging.Logger | None = self.logger
+        while node is not None and node is not root:
+            if node.handlers or node.filters or not node.propagate:
+                return None
+            node = node.parent
+        handlers = root.handlers
+        if root.filters or len(handlers) != 1:
+            return None
+        handler = handlers[0]
+        if type(handler) is not JsonStreamHandler or handler.filters or handler.level > logging.INFO:
+            return None
+        return handler
 
 
 def configure_logging(level: str = "INFO", *, json_output: bool = True, stream: Any = None) -> None:
     """Route every logger (ours, uvicorn's, SQLAlchemy's) through one JSON handler on stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_output else logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler: logging.Handler
+    if json_output:
+        handler = JsonStreamHandler(stream or sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

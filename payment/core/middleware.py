@@ -11,25 +11,31 @@ webhook's handling (measured with py-spy, see docs/benchmarks.md). The span foll
 
 from __future__ import annotations
 
-import logging
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payment.core.logs import REQUEST_CONTEXT, RequestContext
+from payment.core.logs import REQUEST_CONTEXT, AccessLog, RequestContext
 from payment.core.metrics import PaymentMetrics
 from payment.core.telemetry import current_trace_id
 
 __all__ = ["ObservabilityMiddleware"]
-
-access_log = logging.getLogger("musdpay.access")
 
 # Probes and scrapes would drown the access log; they are still measured.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -58,12 +64,19 @@ class ObservabilityMiddleware:
         metrics: PaymentMetrics,
         *,
         tracer: trace.Tracer | None = None,
+        record_spans: bool = True,
         exemplars: bool = True,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.tracer = tracer
+        # False when spans go nowhere: the request then gets the unrecorded span the SDK would make for an
+        # unsampled trace (its ids for the logs, the dApp's trace id continued), without the SDK's sampling and
+        # attribute work.
+        self.record_spans = record_spans
+        self._ids = RandomIdGenerator()
         self.exemplars = exemplars
+        self.access_log = AccessLog()
         # Histogram children by (method, route template, status): `labels()` validates and locks on every
         # call, a dictionary lookup does not. Bounded: routes are templates, methods and statuses are few.
         self._durations: dict[tuple[str, str, int], Any] = {}
@@ -72,7 +85,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or f"{random.getrandbits(128):032x}"  # a correlation id, not a secret
         context = RequestContext(request_id=request_id, scope=scope)
         token = REQUEST_CONTEXT.set(context)
         status = 500
@@ -106,12 +119,12 @@ class ObservabilityMiddleware:
                 histogram = self._durations[key] = self.metrics.http_request_duration.labels(method, route, str(status))
             histogram.observe(elapsed, exemplar={"trace_id": trace_id} if trace_id else None)
             if scope["path"] not in QUIET_PATHS:
-                access_log.info(
-                    "%s %s %d",
-                    method,
-                    route,
-                    status,
-                    extra={"method": method, "status_code": status, "duration_ms": round(elapsed * 1000, 3)},
+                self.access_log.write(
+                    method=method,
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    request_id=request_id,
                 )
             REQUEST_CONTEXT.reset(token)
             if span_token is not None:  # last: the exemplar and the access log above read the current span
@@ -120,6 +133,8 @@ class ObservabilityMiddleware:
     def _start_span(self, scope: Scope) -> trace.Span | None:
         if self.tracer is None or scope["path"] in QUIET_PATHS:
             return None
+        if not self.record_spans:
+            return self._unrecorded_span(scope)
         method = scope["method"]
         return self.tracer.start_span(
             method,  # renamed to "METHOD /route/template" once routing has matched
@@ -127,6 +142,22 @@ class ObservabilityMiddleware:
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": scope["path"], "url.scheme": scope["scheme"]},
         )
+
+    def _unrecorded_span(self, scope: Scope) -> trace.Span:
+        parent = INVALID_SPAN_CONTEXT
+        for name, _ in scope["headers"]:
+            if name == b"traceparent":
+                parent = trace.get_current_span(propagate.extract(scope, getter=_HEADERS)).get_span_context()
+                break
+        trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
+        context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+            trace_state=parent.trace_state if parent.is_valid else None,
+        )
+        return NonRecordingSpan(context)
 
     @staticmethod
     def _end_span(span: trace.Span, method: str, route: str, status: int) -> None:

@@ -9,6 +9,8 @@ parent-based (a dApp's sampled `traceparent` is honoured) with `MUSDPAY_TRACE_SA
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -72,6 +74,31 @@ class Telemetry:
             self.tracer_provider.get_tracer(SQL_TRACER_NAME)
             if self.tracer_provider is not None and self.exporting
             else None
+        )
+
+    def span(
+        self,
+        name: str,
+        *,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Mapping[str, str | int | float | bool] | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> AbstractContextManager[trace.Span]:
+        """A child span of the current one, made current for the block.
+
+        When spans go nowhere, none is made: the block runs under the request's span (which carries the trace
+        id the logs print), and what it records on it is dropped as on any unrecorded span. An unexported span
+        still costs its ids, a sampling decision and a context switch, about 15 microseconds each.
+        """
+        if not self.exporting:
+            return nullcontext(trace.get_current_span())
+        return self.tracer.start_as_current_span(
+            name,
+            kind=kind,
+            attributes=attributes,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
         )
 
     def shutdown(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from eth_utils.address import is_checksum_address, to_checksum_address
+from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -33,12 +34,19 @@ def normalize_wallet_address(value: str) -> str:
     """An EVM address in EIP-55 form; mixed case must already be a valid checksum."""
     if not _ADDRESS.fullmatch(value):
         raise ValueError("must be a 0x-prefixed 20-byte hex address")
-    body = value[2:]
-    if body != body.lower() and body != body.upper() and not is_checksum_address(value):
-        raise ValueError("has an invalid EIP-55 checksum (check the letter case)")
-    if value.lower() == _ZERO_ADDRESS:
+    lower = value.lower()
+    if lower == _ZERO_ADDRESS:
         raise ValueError("must not be the zero address")
-    return str(to_checksum_address(value))
+    checksummed = _checksummed(lower)
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and value != checksummed:
+        raise ValueError("has an invalid EIP-55 checksum (check the letter case)")
+    return checksummed
+
+
+@functools.lru_cache(maxsize=4096)  # a keccak hash per call; a dApp's buyers come back with the same wallets
+def _checksummed(lower: str) -> str:
+    return str(to_checksum_address(lower))
 
 
 def parse_amount(value: Any) -> Decimal:

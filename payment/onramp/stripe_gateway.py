@@ -141,7 +141,7 @@ class StripeOnrampGateway:
             span.set_attribute("error.type", error_type)
             return _translate(exc)
 
-        with self.telemetry.tracer.start_as_current_span(
+        with self.telemetry.span(
             "stripe POST /v1/crypto/onramp_sessions",
             kind=SpanKind.CLIENT,
             attributes={

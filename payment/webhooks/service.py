@@ -120,7 +120,7 @@ def ingest_event(
 ) -> IngestResult:
     """Record and apply one verified event; call only after verify_signature."""
     metrics = telemetry.metrics
-    with telemetry.tracer.start_as_current_span("stripe.webhook.process") as span:
+    with telemetry.span("stripe.webhook.process") as span:
         try:
             event = _parse_event(payload)
         except Problem:

@@ -122,6 +122,7 @@ def rig(chain: LocalChain) -> Iterator[Rig]:
         tracer_provider=build_tracer_provider(
             sample_ratio=1.0, service_name="musdpay-test", processors=[SimpleSpanProcessor(spans)]
         ),
+        exporting=True,  # to memory: without an exporter, no child span is made
     )
     with (
         running_proxy(chain.rpc_url, name="spectrum") as spectrum,
