@@ -306,8 +306,8 @@ def onramp_object(session: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-def webhook_requests(port: int, path: str, count: int, sessions: list[dict[str, Any]]) -> list[bytes]:
-    """Signed `crypto.onramp_session_updated` events with fresh ids, round-robin over `sessions`.
+def signed_events(count: int, sessions: list[dict[str, Any]]) -> Iterator[tuple[bytes, dict[str, str]]]:
+    """Signed `crypto.onramp_session_updated` events (body, headers) with fresh ids, round-robin over `sessions`.
 
     All say `requires_payment`, and within a run the ids increase (later runs have a later `created`), so each
     event is newer than the last one its session saw and is applied, as Stripe's successive updates are: the
@@ -317,7 +317,6 @@ def webhook_requests(port: int, path: str, count: int, sessions: list[dict[str, 
     objects = [onramp_object(session, "requires_payment") for session in sessions]
     now = int(time.time())
     prefix = uuid.uuid4().hex[:12]
-    result = []
     for i in range(count):
         event = {
             "id": f"evt_{prefix}{i:012d}",
@@ -337,8 +336,12 @@ def webhook_requests(port: int, path: str, count: int, sessions: list[dict[str, 
             "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
             "Stripe-Signature": signature,
         }
-        result.append(http_request("127.0.0.1", port, path, payload.encode(), headers))
-    return result
+        yield payload.encode(), headers
+
+
+def webhook_requests(port: int, path: str, count: int, sessions: list[dict[str, Any]]) -> list[bytes]:
+    """signed_events as complete HTTP/1.1 requests to `path`."""
+    return [http_request("127.0.0.1", port, path, body, headers) for body, headers in signed_events(count, sessions)]
 
 
 # --- measurement -------------------------------------------------------------------------------------------

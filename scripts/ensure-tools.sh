@@ -12,6 +12,8 @@ prometheus:prometheus
 promtool:prometheus
 prometheus-alertmanager:prometheus-alertmanager
 amtool:prometheus-alertmanager
+valgrind:valgrind
+callgrind_control:valgrind
 "
 
 missing=()

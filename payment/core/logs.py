@@ -85,6 +85,7 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 # Built once: json.dumps with any non-default option builds a new encoder on every call. Values are made JSON
 # types before encoding (see _value), so no `default` is needed.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+_quote = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C)
 
 
 def _value(value: Any) -> Any:
@@ -171,6 +172,7 @@ class AccessLog:
 
     def __init__(self, name: str = "musdpay.access") -> None:
         self.logger = logging.getLogger(name)
+        self._name = _quote(name)
         self._timestamps = _Timestamps()
 
     def write(self, *, method: str, route: str, status: int, duration_ms: float, request_id: str) -> None:
@@ -182,18 +184,17 @@ class AccessLog:
             extra = {"method": method, "status_code": status, "duration_ms": duration_ms}
             logger.info("%s %s %d", method, route, status, extra=extra)
             return
-        entry: dict[str, Any] = {
-            "time": self._timestamps.format(time.time()),
-            "level": "info",
-            "logger": logger.name,
-            "message": f"{method} {route} {status}",
-        }
         span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            entry["trace_id"] = format(span.trace_id, "032x")
-            entry["span_id"] = format(span.span_id, "016x")
-        entry.update(request_id=request_id, route=route, duration_ms=duration_ms, method=method, status_code=status)
-        handler.write_line(_ENCODER.encode(entry))
+        ids = f'"trace_id": "{span.trace_id:032x}", "span_id": "{span.span_id:016x}", ' if span.is_valid else ""
+        # Built as text (a third of the cost of encoding a dict): the fields of JsonFormatter's line, in its
+        # order; the strings that do not come from this module are JSON-quoted.
+        method_text, route_text = _quote(method), _quote(route)
+        handler.write_line(
+            f'{{"time": "{self._timestamps.format(time.time())}", "level": "info", "logger": {self._name}, '
+            f'"message": {_quote(f"{method} {route} {status}")}, {ids}"request_id": {_quote(request_id)}, '
+            f'"route": {route_text}, "duration_ms": {float(duration_ms)!r}, "method": {method_text}, '
+            f'"status_code": {int(status)}}}'
+        )
 
     def _direct_handler(self) -> JsonStreamHandler | None:
         """The root's JSON handler, if it alone would receive this logger's records unfiltered."""

@@ -55,6 +55,7 @@ class _ScopeHeaders(Getter[Scope]):
 
 
 _HEADERS = _ScopeHeaders()
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 class ObservabilityMiddleware:
@@ -112,7 +113,8 @@ class ObservabilityMiddleware:
             in_flight.dec()
             route = context.route  # the template (`/api/v1/onramp/sessions/{session_id}`), never the raw path
             method = scope["method"]
-            trace_id = current_trace_id() if self.exemplars else None
+            # Exemplars name sampled traces only, and nothing is sampled when spans are not recorded.
+            trace_id = current_trace_id() if self.exemplars and self.record_spans else None
             key = (method, route, status)
             histogram = self._durations.get(key)
             if histogram is None:
@@ -154,7 +156,7 @@ class ObservabilityMiddleware:
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
-            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+            trace_flags=_UNSAMPLED,
             trace_state=parent.trace_state if parent.is_valid else None,
         )
         return NonRecordingSpan(context)
