@@ -18,10 +18,20 @@ import multiprocessing
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
-__all__ = ["LoadResult", "LoadSpec", "percentile", "run_in_process", "run_load"]
+__all__ = [
+    "LoadResult",
+    "LoadSpec",
+    "percentile",
+    "run_alternating",
+    "run_alternating_in_process",
+    "run_in_process",
+    "run_load",
+]
 
 _MAX_ERROR_SAMPLES = 5
 
@@ -165,6 +175,50 @@ async def _load(spec: LoadSpec) -> LoadResult:
     return result
 
 
+async def _alternate(specs: list[LoadSpec]) -> list[LoadResult]:
+    """One connection per target, one request at a time, taking turns (A B B A ...): every target sees the
+    machine in the same state, so their latencies can be compared on a noisy machine. Timing from specs[0]."""
+    results = [LoadResult() for _ in specs]
+    first = specs[0]
+    start = time.perf_counter()
+    measure_from = start + first.warmup
+    stop_at = measure_from + first.duration
+    connections = [await asyncio.open_connection(spec.host, spec.port) for spec in specs]
+    indexes = [0] * len(specs)
+    try:
+        step = 0
+        while time.perf_counter() < stop_at:
+            order = range(len(specs)) if step % 2 == 0 else range(len(specs) - 1, -1, -1)
+            step += 1
+            for target in order:
+                spec, result = specs[target], results[target]
+                if indexes[target] >= len(spec.requests):
+                    result.exhausted = True
+                    return results
+                reader, writer = connections[target]
+                sent_at = time.perf_counter()
+                writer.write(spec.requests[indexes[target]])
+                indexes[target] += 1
+                async with asyncio.timeout(spec.timeout):
+                    status, body, keep_alive = await _read_response(reader)
+                answered_at = time.perf_counter()
+                if not keep_alive:
+                    raise _ProtocolError(f"{spec.host}:{spec.port} closed the connection")
+                if sent_at < measure_from:
+                    result.warmup_requests += 1
+                    continue
+                result.measured += 1
+                result.latencies.append(answered_at - sent_at)
+                result.statuses[status] += 1
+                result.elapsed = answered_at - measure_from
+                if not 200 <= status < 300 and len(result.error_samples) < _MAX_ERROR_SAMPLES:
+                    result.error_samples.append(f"{status}: {body[:300].decode(errors='replace')}")
+    finally:
+        for _, writer in connections:
+            writer.close()
+    return results
+
+
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run the load in this process (on uvloop when it is installed, like the servers)."""
     try:
@@ -174,10 +228,19 @@ def run_load(spec: LoadSpec) -> LoadResult:
     return uvloop.run(_load(spec))
 
 
-def _child(spec: LoadSpec, conn: Connection) -> None:
+def run_alternating(specs: list[LoadSpec]) -> list[LoadResult]:
+    """Latency of several targets taking turns, one request at a time (see _alternate)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(_alternate(specs))
+    return uvloop.run(_alternate(specs))
+
+
+def _child(function: Callable[[Any], Any], argument: Any, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills this process
     try:
-        conn.send(run_load(spec))
+        conn.send(function(argument))
     except BaseException as exc:
         conn.send(exc)
         raise
@@ -187,13 +250,29 @@ def _child(spec: LoadSpec, conn: Connection) -> None:
 
 def run_in_process(spec: LoadSpec) -> LoadResult:
     """Run the load in a spawned child process; the child is killed if anything goes wrong."""
+    outcome = _in_child(run_load, spec, spec.warmup + spec.duration + spec.timeout + 60)
+    if not isinstance(outcome, LoadResult):
+        raise RuntimeError(f"load generator sent {type(outcome).__name__}")
+    return outcome
+
+
+def run_alternating_in_process(specs: list[LoadSpec]) -> list[LoadResult]:
+    """run_alternating in a spawned child process."""
+    seconds = specs[0].warmup + specs[0].duration + sum(spec.timeout for spec in specs) + 60
+    outcome = _in_child(run_alternating, specs, seconds)
+    if not isinstance(outcome, list) or not all(isinstance(result, LoadResult) for result in outcome):
+        raise RuntimeError(f"load generator sent {type(outcome).__name__}")
+    return outcome
+
+
+def _in_child(function: Callable[[Any], Any], argument: Any, seconds: float) -> Any:
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(spec, sender), name="bench-loadgen", daemon=True)
+    process = context.Process(target=_child, args=(function, argument, sender), name="bench-loadgen", daemon=True)
     process.start()
     sender.close()
     try:
-        deadline = time.monotonic() + spec.warmup + spec.duration + spec.timeout + 60
+        deadline = time.monotonic() + seconds
         while not receiver.poll(0.2):
             if not process.is_alive():
                 raise RuntimeError(f"load generator exited with code {process.exitcode}")
@@ -202,8 +281,6 @@ def run_in_process(spec: LoadSpec) -> LoadResult:
         outcome = receiver.recv()
         if isinstance(outcome, BaseException):
             raise RuntimeError("load generator failed") from outcome
-        if not isinstance(outcome, LoadResult):
-            raise RuntimeError(f"load generator sent {type(outcome).__name__}")
         process.join(timeout=10)
         return outcome
     finally:

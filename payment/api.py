@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -105,8 +106,15 @@ def create_app(
     gateway: OnrampGateway | None = None,
     telemetry: Telemetry | None = None,
     chain_pool: ProviderPool | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
-    """The API. `gateway` and `chain_pool` replace Stripe and the settings' RPC providers (the caller owns them)."""
+    """The API. `gateway` and `chain_pool` replace Stripe and the settings' RPC providers (the caller owns them).
+
+    `freeze_heap` (the served app): once started, everything allocated so far is moved out of the garbage
+    collector's reach (`gc.freeze`). Start-up leaves about 180,000 tracked objects that live as long as the
+    process, and a full collection walking them paused every request in flight for about 0.1 s; afterwards a
+    full collection walks only what requests allocated. Not for tests: it is process-wide, and would keep
+    every earlier test's garbage."""
     settings = settings or get_settings()
     telemetry = telemetry or build_telemetry(settings)
     engine = create_db_engine(settings)
@@ -136,6 +144,9 @@ def create_app(
         if chain_pool is None:
             await pool.start()
         worker = asyncio.create_task(state.delivery_worker.run()) if state.delivery_worker is not None else None
+        if freeze_heap:
+            gc.collect()  # what start-up left as garbage is freed, not frozen
+            gc.freeze()
         try:
             yield
         finally:
@@ -239,4 +250,4 @@ def create_served_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, json_output=settings.log_format == "json")
     install_secret_scrubber(settings)
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)

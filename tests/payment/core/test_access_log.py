@@ -162,3 +162,16 @@ def test_each_request_writes_one_line_with_its_request_id(logged: io.StringIO) -
     assert (line["method"], line["route"], line["status_code"]) == ("POST", "/api/v1/webhooks/stripe", 400)
     assert len(line["trace_id"]) == 32
     assert len(line["span_id"]) == 16
+
+
+def test_without_an_exporter_the_line_continues_the_dapps_trace(logged: io.StringIO) -> None:
+    # No OTLP endpoint: spans are not recorded, yet the request's logs carry the dApp's trace id.
+    app = create_app(make_settings("sqlite://", auto_migrate=True))
+    traceparent = f"00-{TRACE_ID:032x}-{SPAN_ID:016x}-01"
+    with alone(), TestClient(app) as client:
+        client.post("/api/v1/webhooks/stripe", content=b"{}", headers={"traceparent": traceparent})
+        client.post("/api/v1/webhooks/stripe", content=b"{}")
+    first, second = (line for line in lines(logged) if line["logger"] == "musdpay.access")
+    assert first["trace_id"] == format(TRACE_ID, "032x")
+    assert first["span_id"] != format(SPAN_ID, "016x")  # the request's own span, a child of the dApp's
+    assert second["trace_id"] not in (first["trace_id"], "0" * 32)  # a new trace without a traceparent
