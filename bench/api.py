@@ -389,26 +389,31 @@ class Run:
         )
 
 
+def load_spec(args: argparse.Namespace, stack: Stack, app: str, scenario: str, concurrency: int) -> LoadSpec:
+    """The pre-built requests of one run of `scenario` against `app`."""
+    port = stack.ports[app]
+    path = path_of(args.against, app, scenario)
+    if scenario == "session-create":
+        requests = create_requests(port, path, args.max_requests)
+    else:
+        requests = webhook_requests(port, path, args.max_requests, stack.sessions[app])
+    return LoadSpec(
+        host="127.0.0.1",
+        port=port,
+        requests=requests,
+        concurrency=concurrency,
+        duration=args.duration,
+        warmup=args.warmup,
+    )
+
+
 def measure_latency(args: argparse.Namespace, stack: Stack) -> list[Run]:
     """Latency per request, unsaturated: one connection to each app, one request at a time, the apps taking
     turns request by request, so that both see the machine in the same state (bench/loadgen.py)."""
     runs: list[Run] = []
     for round_number in range(1, args.rounds + 1):
         for scenario in args.scenarios:
-            specs = []
-            for app in APPS:
-                port = stack.ports[app]
-                path = path_of(args.against, app, scenario)
-                if scenario == "session-create":
-                    requests = create_requests(port, path, args.max_requests)
-                else:
-                    requests = webhook_requests(port, path, args.max_requests, stack.sessions[app])
-                specs.append(
-                    LoadSpec(
-                        host="127.0.0.1", port=port, requests=requests, concurrency=1, duration=args.duration,
-                        warmup=args.warmup,
-                    )
-                )  # fmt: skip
+            specs = [load_spec(args, stack, app, scenario, concurrency=1) for app in APPS]
             before = {app: process_cpu_seconds(stack.servers[app].popen.pid) for app in APPS}
             results = run_alternating_in_process(specs)
             for app, result in zip(APPS, results, strict=True):
@@ -493,21 +498,7 @@ def measure(args: argparse.Namespace, stack: Stack, profiler: Profiler | None, c
         order = APPS[::-1] if round_number % 2 else APPS  # ABBA: baseline first in odd rounds
         for scenario in args.scenarios:
             for app in order:
-                port = stack.ports[app]
-                path = path_of(args.against, app, scenario)
-                if scenario == "session-create":
-                    requests = create_requests(port, path, args.max_requests)
-                else:
-                    requests = webhook_requests(port, path, args.max_requests, stack.sessions[app])
-                spec = LoadSpec(
-                    host="127.0.0.1",
-                    port=port,
-                    requests=requests,
-                    concurrency=concurrency,
-                    duration=args.duration,
-                    warmup=args.warmup,
-                )
-                del requests
+                spec = load_spec(args, stack, app, scenario, concurrency)
                 server = stack.servers[app]
                 recording = (
                     profiler.record(server.popen.pid, f"{scenario}-round{round_number}", args.warmup + args.duration)

@@ -47,6 +47,7 @@ from payment.core import migrations  # noqa: E402
 from payment.core.config import Settings  # noqa: E402
 from payment.core.db import create_db_engine, make_session_factory, run_db_on  # noqa: E402
 from payment.core.metrics import PaymentMetrics  # noqa: E402
+from payment.core.statements import direct_on  # noqa: E402
 from payment.core.telemetry import Telemetry  # noqa: E402
 from payment.delivery.chain import to_units  # noqa: E402
 from payment.delivery.models import Delivery  # noqa: E402
@@ -134,8 +135,9 @@ def _paid_sessions(
     with factory() as db, db.begin():
         db.add_all(rows)
         db.flush()
+        connection = direct_on(db.connection())  # the session's transaction
         for row in rows:
-            enqueue_delivery(db.connection(), row, mode=settings.delivery_mode, deadline_seconds=3600, now=now)
+            enqueue_delivery(connection, row, mode=settings.delivery_mode, deadline_seconds=3600, now=now)  # type: ignore[arg-type]
 
 
 async def _treasury(chain: LocalChain, workdir: Path, count: int) -> Throughput:
