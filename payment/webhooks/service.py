@@ -178,7 +178,7 @@ def _record_and_apply(
             )
             crash_point(settings, "webhook_before_commit")
     except IntegrityError:
-        with direct_transaction(factory, tracer) as conn:
+        with direct_transaction(factory, tracer, write=False) as conn:
             if conn.first(_EVENT_EXISTS, {"event_id": event_id}) is None:
                 raise
         return IngestResult(event_id, event_type, Outcome.duplicate, None), None
