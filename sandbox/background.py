@@ -1,14 +1,18 @@
-"""Running a sandbox server's event loop in a background thread, for tests and in-process use."""
+"""Running a sandbox server: in a background thread (tests, in-process use), or in the foreground of its own
+command until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["AsyncServer", "serving_in_thread"]
+__all__ = ["AsyncServer", "serve_until_signalled", "serving_in_thread"]
 
 
 class AsyncServer(Protocol):
@@ -35,3 +39,18 @@ def serving_in_thread(
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
             loop.close()
+
+
+async def serve_until_signalled(server: AsyncServer, describe: Callable[[], dict[str, Any]]) -> None:
+    """Start `server`, print `describe()` (its URLs) as one JSON line, serve until SIGINT or SIGTERM, stop it."""
+    await server.start()
+    try:
+        sys.stdout.write(json.dumps(describe()) + "\n")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await server.stop()

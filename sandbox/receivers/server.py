@@ -7,9 +7,6 @@ configure Alertmanager with (`slackUrl`, `discordUrl`, `pagerdutyUrl`, `smtpSmar
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +15,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from sandbox.background import serving_in_thread
+from sandbox.background import serve_until_signalled, serving_in_thread
 from sandbox.receivers.http import build_app
 from sandbox.receivers.smtp import smtp_protocol_factory
 from sandbox.receivers.store import Received, ReceivedStore
@@ -123,14 +120,4 @@ def run(config: ReceiversConfig) -> None:
 
 async def _serve_until_signalled(config: ReceiversConfig) -> None:
     server = ReceiversServer(config)
-    await server.start()
-    try:
-        sys.stdout.write(json.dumps(server.urls()) + "\n")
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await server.stop()
+    await serve_until_signalled(server, server.urls)

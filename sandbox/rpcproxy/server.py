@@ -8,10 +8,7 @@ already open; the control port stays up so the proxy can be healed. Healing bind
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +16,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from sandbox.background import serving_in_thread
+from sandbox.background import serve_until_signalled, serving_in_thread
 from sandbox.rpcproxy.config import ProxyConfig
 from sandbox.rpcproxy.control import PREFIX, handle_control
 from sandbox.rpcproxy.faults import Faults
@@ -137,18 +134,10 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def _serve_until_signalled(config: ProxyConfig) -> None:
     server = ProxyServer(config)
-    await server.start()
-    try:
-        line = {"url": server.url, "controlUrl": server.control_url, "name": config.name, "upstream": config.upstream}
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-    finally:
-        await server.stop()
+    await serve_until_signalled(
+        server,
+        lambda: {"url": server.url, "controlUrl": server.control_url, "name": config.name, "upstream": config.upstream},
+    )
 
 
 class RunningProxy:
