@@ -7,18 +7,15 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 __all__ = ["main"]
-
-# Development-only credentials of the local stack; the emulator accepts them, nothing real does.
-DEV_STRIPE_KEY = "sk_test_musdpay_local_development"
-DEV_WEBHOOK_SECRET = "whsec_musdpay_local_development"  # noqa: S105 - local emulator only
 
 
 @click.group()
@@ -157,6 +154,19 @@ def alerts_test(receiver: str, alertmanager_url: str) -> None:
     click.echo(f"Sent {alert['labels']['alertname']} (test_id {alert['labels']['test_id']}) to {receiver}.")
 
 
+@main.command()
+@click.option("--prometheus", "prometheus_url", default="http://127.0.0.1:9090", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (per refresh with --watch).")
+@click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="N", help="Refresh every N seconds.")
+def status(prometheus_url: str, as_json: bool, watch: float | None) -> None:
+    """On-call view from Prometheus: alerts, SLOs, RPC providers, payments, Stripe (docs/operate.md).
+
+    Exit 0 when nothing critical fires, 2 when a critical alert fires, 1 when Prometheus cannot be reached."""
+    from operate.terminal import run_status
+
+    sys.exit(run_status(prometheus_url, as_json=as_json, watch=watch))
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""
@@ -280,27 +290,6 @@ def apikey_list() -> None:
         )
 
 
-DEV_KEY_NAME = "musdpay dev"
-
-
-def _dev_operator_key(environment: str) -> str:
-    """A fresh operator key for the local stack (earlier ones of `musdpay dev` are revoked)."""
-    from payment.auth import apikeys
-    from payment.auth.audit import Actor
-    from payment.auth.principal import Role
-    from payment.core import migrations
-    from payment.core.config import Settings
-
-    actor = Actor(name="cli:musdpay-dev", role="admin", origin="cli")
-    with _key_store(Settings(environment=environment)) as factory:
-        migrations.upgrade(factory.kw["bind"])
-        for info in apikeys.list_keys(factory=factory):
-            if info.name == DEV_KEY_NAME and info.revoked_at is None:
-                apikeys.revoke_key(factory=factory, key_id=info.id, actor=actor)
-        issued = apikeys.create_key(factory=factory, name=DEV_KEY_NAME, role=Role.operator, actor=actor)
-    return issued.key
-
-
 @main.group()
 def sandbox() -> None:
     """Local stand-ins for external services."""
@@ -393,7 +382,12 @@ def sandbox_rpc_proxy(upstream: str, host: str, port: int, control_port: int, na
 @click.option("--port", type=int, default=9300, show_default=True, help="HTTP: webhooks, /api/received and the page.")
 @click.option("--smtp-port", type=int, default=2525, show_default=True)
 @click.option("--smtp-user", default=None, help="Require SMTP AUTH with this login (and --smtp-password).")
-@click.option("--smtp-password", default=None)
+@click.option(
+    "--smtp-password",
+    default=None,
+    envvar="MUSDPAY_RECEIVERS_SMTP_PASSWORD",
+    help="Or MUSDPAY_RECEIVERS_SMTP_PASSWORD.",
+)
 def sandbox_receivers(host: str, port: int, smtp_port: int, smtp_user: str | None, smtp_password: str | None) -> None:
     """Run capture receivers: Slack and Discord webhooks, PagerDuty Events v2 and SMTP, validating and keeping all."""
     from sandbox.receivers.server import ReceiversConfig, run
@@ -402,50 +396,86 @@ def sandbox_receivers(host: str, port: int, smtp_port: int, smtp_user: str | Non
     run(ReceiversConfig(host=host, port=port, smtp_port=smtp_port, smtp_credentials=credentials))
 
 
-@main.command()
-@click.option("--port", type=int, default=3001, show_default=True, help="API port.")
-@click.option("--stripe-port", type=int, default=12111, show_default=True, help="Stripe emulator port.")
-@click.option("--chain-port", type=int, default=8545, show_default=True, help="Local chain (anvil) RPC port.")
-@click.option("--monitor-port", type=int, default=9101, show_default=True, help="The monitor's /metrics port.")
-@click.option("--auto-advance", default=None, help="Passed to the emulator (e.g. fulfillment_complete).")
-def dev(port: int, stripe_port: int, chain_port: int, monitor_port: int, auto_advance: str | None) -> None:
-    """Run the local stack: chain, RPC proxies, Stripe emulator, the API and the monitor (SQLite, development)."""
-    from musdpay.devstack import DevStack, wire_chain
+def _port(flag: str, default: int, what: str) -> Callable[[FC], FC]:
+    return click.option(flag, type=int, default=default, show_default=True, help=f"Port of {what}.")
 
-    env = dict(os.environ)
-    env.setdefault("MUSDPAY_ENVIRONMENT", "development")
-    env.setdefault("MUSDPAY_STRIPE_API_BASE", f"http://127.0.0.1:{stripe_port}")
-    env.setdefault("MUSDPAY_STRIPE_SECRET_KEY", DEV_STRIPE_KEY)
-    env.setdefault("MUSDPAY_STRIPE_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)
-    secret = env["MUSDPAY_STRIPE_WEBHOOK_SECRETS"].split(",")[0].strip()
-    stack = DevStack(env)
-    try:
-        wired = wire_chain(stack, chain_port)
-        emulator = [
-            "sandbox", "stripe",
-            "--port", str(stripe_port),
-            "--webhook-url", f"http://127.0.0.1:{port}/api/v1/webhooks/stripe",
-            "--webhook-secret", secret,
-        ]  # fmt: skip
-        if auto_advance:
-            emulator += ["--auto-advance", auto_advance]
-        # Onramp mode: the emulator pays buyers on the chain, as Stripe would. Treasury mode: we do.
-        if env.get("MUSDPAY_DELIVERY_MODE", "onramp") == "onramp":
-            emulator += ["--chain", json.dumps(wired["chain"])]
-        operator_key = _dev_operator_key(env["MUSDPAY_ENVIRONMENT"])
-        stack.start(*emulator)
-        stack.start("serve", "--port", str(port))
-        monitor = ["monitor", "--port", str(monitor_port)]
-        stack.start(*monitor, *(["--config", "monitor.yml"] if Path("monitor.yml").is_file() else []))
-    except Exception as exc:
-        stack.stop()
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"API on http://127.0.0.1:{port} (docs at /docs), Stripe emulator on http://127.0.0.1:{stripe_port}")
-    click.echo(
-        f"Local Mezo chain on {wired['chain']['rpcUrl']} (MUSD {wired['chain']['musdAddress']}); RPC providers "
-        f"spectrum {wired['spectrum']['url']} (faults: {wired['spectrum']['controlUrl']}/_proxy/faults), "
-        f"public {wired['public']['url']}"
+
+@main.command()
+@_port("--port", 3001, "the payment API")
+@_port("--stripe-port", 12111, "the Stripe emulator")
+@_port("--chain-port", 8545, "the local chain (anvil)")
+@_port("--spectrum-port", 8546, 'the "spectrum" RPC fault proxy (the primary provider)')
+@_port("--public-port", 8547, 'the "public" RPC fault proxy (the fallback)')
+@_port("--monitor-port", 9101, "the monitor's /metrics")
+@_port("--receivers-port", 9300, "the capture receivers (Slack, Discord, PagerDuty webhooks and their page)")
+@_port("--smtp-port", 2525, "the capture SMTP server")
+@_port("--prometheus-port", 9090, "Prometheus")
+@_port("--alertmanager-port", 9093, "Alertmanager")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".musdpay"),
+    show_default=True,
+    help="Where the database, the Prometheus TSDB, Alertmanager's data and the dev secrets live.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    help="Children's logs: auto is text on a terminal, else MUSDPAY_LOG_FORMAT or json.",
+)
+@click.option("--scrape-interval", default=None, help="Prometheus scrape interval (default: prometheus.yml's).")
+@click.option("--evaluation-interval", default=None, help="Rule evaluation interval (default: prometheus.yml's).")
+@click.option("--auto-advance", default=None, help="Passed to the emulator (e.g. fulfillment_complete).")
+def dev(
+    port: int,
+    stripe_port: int,
+    chain_port: int,
+    spectrum_port: int,
+    public_port: int,
+    monitor_port: int,
+    receivers_port: int,
+    smtp_port: int,
+    prometheus_port: int,
+    alertmanager_port: int,
+    state_dir: Path,
+    log_format: str,
+    scrape_interval: str | None,
+    evaluation_interval: str | None,
+    auto_advance: str | None,
+) -> None:
+    """Run the whole platform: chain, RPC proxies, Stripe emulator, API, monitor, Prometheus, Alertmanager and
+    capture receivers (SQLite, development), until Ctrl-C."""
+    from musdpay.devstack import DevOptions, DevPorts, PortInUse, run_dev
+
+    terminal = sys.stdout.isatty()
+    if log_format == "auto":
+        log_format = "text" if terminal else os.environ.get("MUSDPAY_LOG_FORMAT", "json")
+    ports = DevPorts(
+        api=port,
+        stripe=stripe_port,
+        chain=chain_port,
+        spectrum=spectrum_port,
+        public=public_port,
+        monitor=monitor_port,
+        receivers=receivers_port,
+        smtp=smtp_port,
+        prometheus=prometheus_port,
+        alertmanager=alertmanager_port,
     )
-    click.echo(f"Monitor metrics on http://127.0.0.1:{monitor_port}/metrics")
-    click.echo(f"Development operator API key (Authorization: Bearer ...): {operator_key}")
-    sys.exit(stack.wait())
+    options = DevOptions(
+        ports=ports,
+        state_dir=state_dir,
+        log_format=log_format,
+        colour=terminal,
+        auto_advance=auto_advance,
+        scrape_interval=scrape_interval,
+        evaluation_interval=evaluation_interval,
+        monitor_config=Path("monitor.yml") if Path("monitor.yml").is_file() else None,
+    )
+    try:
+        code = run_dev(options, os.environ)
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)

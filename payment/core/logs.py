@@ -24,6 +24,7 @@ __all__ = [
     "JsonFormatter",
     "JsonStreamHandler",
     "RequestContext",
+    "TextFormatter",
     "configure_logging",
     "redact",
 ]
@@ -145,6 +146,27 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(entry)
 
 
+class TextFormatter(logging.Formatter):
+    """One line a person reads, for a terminal (`MUSDPAY_LOG_FORMAT=text`, what `musdpay dev` uses there):
+    `12:00:00.123 INFO  logger: message key=value ...`. Redacted like the JSON lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, UTC)
+        line = f"{created:%H:%M:%S}.{created.microsecond // 1000:03d} {record.levelname:<7} {record.name}: "
+        line += redact(record.getMessage())
+        attributes = record.__dict__
+        extras = [
+            f"{key}={_value(attributes[key])}"
+            for key in sorted(attributes.keys() - _RESERVED)
+            if not key.startswith("_")
+        ]
+        if extras:
+            line += "  " + " ".join(extras)
+        if record.exc_info:
+            line += "\n" + redact(self.formatException(record.exc_info))
+        return line
+
+
 class JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler configure_logging installs for JSON output; the access log writes its finished lines here."""
 
@@ -221,7 +243,7 @@ def configure_logging(level: str = "INFO", *, json_output: bool = True, stream: 
         handler.setFormatter(JsonFormatter())
     else:
         handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

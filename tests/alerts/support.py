@@ -15,10 +15,9 @@ from typing import Any
 import httpx
 import yaml
 
-from alerts.alertmanager import render
-from alerts.build import ALERTS_DIR
+from alerts.local import CaptureReceivers, capture_alertmanager_config, prometheus_config, write_capture_secrets
 from sandbox.receivers.server import RunningReceivers
-from tests.support.services import ROOT, ChildProcess, free_port, require, start_process
+from tests.support.services import ChildProcess, free_port, require, start_process
 from tests.support.waiting import wait_until
 
 __all__ = [
@@ -63,44 +62,25 @@ def alertmanager_binary() -> str:
     return _binary("prometheus-alertmanager", "alertmanager")
 
 
+def capture_receivers(receivers: RunningReceivers) -> CaptureReceivers:
+    return CaptureReceivers(
+        slack_url=receivers.slack_url,
+        discord_url=receivers.discord_url,
+        pagerduty_url=receivers.pagerduty_url,
+        smtp_smarthost=receivers.smtp_smarthost,
+        smtp_login=SMTP_LOGIN,
+        pagerduty_routing_key=PAGERDUTY_KEY,
+    )
+
+
 def write_secrets(directory: Path, receivers: RunningReceivers) -> Path:
     """The secret files alertmanager.yml names, pointing at the capture receivers."""
-    directory.mkdir(parents=True, exist_ok=True)
-    secrets = {
-        "pagerduty_routing_key": PAGERDUTY_KEY,
-        "slack_webhook_url": receivers.slack_url,
-        "discord_webhook_url": receivers.discord_url,
-        "smtp_password": SMTP_LOGIN[1],
-    }
-    for name, value in secrets.items():
-        # No trailing newline: Alertmanager 0.25 uses smtp_password as read (it trims the URL and key files).
-        (directory / name).write_text(value, encoding="utf-8")
-        (directory / name).chmod(0o600)
-    return directory
+    return write_capture_secrets(directory, capture_receivers(receivers))
 
 
 def render_for(receivers: RunningReceivers, secrets_dir: Path, *, fast: bool) -> dict[str, Any]:
     """alerts/alertmanager.yml rendered for the capture receivers; `fast` shortens every group timing to 1s."""
-    env: Mapping[str, str] = {
-        "MUSDPAY_ALERT_SECRETS_DIR": str(secrets_dir),
-        "MUSDPAY_ALERT_TEMPLATES_DIR": str(ALERTS_DIR / "templates"),
-        "MUSDPAY_ALERT_PAGERDUTY_URL": receivers.pagerduty_url,
-        "MUSDPAY_ALERT_SMTP_SMARTHOST": receivers.smtp_smarthost,
-        "MUSDPAY_ALERT_SMTP_USERNAME": SMTP_LOGIN[0],
-        "MUSDPAY_ALERT_SMTP_REQUIRE_TLS": "false",
-    }
-    config = render((ALERTS_DIR / "alertmanager.yml").read_text(encoding="utf-8"), env)
-    if fast:
-
-        def shorten(route: dict[str, Any]) -> None:
-            for key in ("group_wait", "group_interval"):
-                if key in route or route is config["route"]:
-                    route[key] = "1s"
-            for child in route.get("routes", []):
-                shorten(child)
-
-        shorten(config["route"])
-    return config
+    return capture_alertmanager_config(capture_receivers(receivers), secrets_dir, group_timings="1s" if fast else None)
 
 
 @dataclass
@@ -168,23 +148,6 @@ class Prometheus:
     def rules(self) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         return groups
-
-
-def prometheus_config(
-    targets: Mapping[str, str], alertmanager: str | None, *, scrape_interval: str, evaluation_interval: str
-) -> dict[str, Any]:
-    """prometheus.yml of the repository with these targets (job -> host:port), intervals and Alertmanager."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "prometheus.yml").read_text(encoding="utf-8"))
-    config["global"]["scrape_interval"] = scrape_interval
-    config["global"]["evaluation_interval"] = evaluation_interval
-    config["rule_files"] = [str(ROOT / "alerts" / "generated" / "*.yml")]
-    config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = (
-        [alertmanager.removeprefix("http://")] if alertmanager else []
-    )
-    config["scrape_configs"] = [
-        {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
-    ]
-    return config
 
 
 @contextmanager
