@@ -24,8 +24,11 @@ $(NODE_STAMP): package.json package-lock.json
 	fi; \
 	npm ci --no-audit --no-fund && printf '*\n' > node_modules/.gitignore && touch $(NODE_STAMP)
 
+# The platform's Prometheus and Alertmanager are Debian packages: installed when missing and possible (root or
+# sudo, apt); otherwise `musdpay dev` says how and runs everything else. RUN_ARGS passes flags (ports, ...).
 run: $(STAMP) $(NODE_STAMP)
-	$(BIN)/musdpay dev
+	@bash scripts/ensure-tools.sh prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager
+	$(BIN)/musdpay dev $(RUN_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/api.py
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache dev.sqlite*
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .musdpay dev.sqlite*

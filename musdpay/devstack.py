@@ -201,6 +201,7 @@ class DevPlatform:
             supervisor.say(f"musdpay dev: {exc}; stopping")
             supervisor.stop()
             return 1
+        self._write_urls()
         supervisor.say(self._table(operator_key, tools))
         if not (tools.prometheus and tools.alertmanager):
             supervisor.say(
@@ -208,7 +209,10 @@ class DevPlatform:
                 "sudo apt-get install prometheus prometheus-alertmanager (`make run` does it when it can); "
                 "everything else runs."
             )
-        return supervisor.wait()
+        try:
+            return supervisor.wait()
+        finally:
+            (self.state / "dev.json").unlink(missing_ok=True)
 
     # --- the children, in order --------------------------------------------------------------------------------
 
@@ -327,6 +331,16 @@ class DevPlatform:
             ready_url=f"{url}/-/ready",
         )
         self.urls["prometheus"] = url
+
+    def _write_urls(self) -> None:
+        """`<state>/dev.json`: every URL of this run, for scripts (no key: the chain's are left out)."""
+        urls = {
+            name: {key: value for key, value in value.items() if not key.endswith("PrivateKey")}
+            if isinstance(value, dict)
+            else value
+            for name, value in self.urls.items()
+        }
+        (self.state / "dev.json").write_text(json.dumps(urls, indent=2) + "\n", encoding="utf-8")
 
     # --- the start table ------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 # tests decide (with CI=true a missing binary fails its tests instead of skipping them).
 set -u
 
+# Usage: ensure-tools.sh [binary:package ...]; without arguments, every tool of the test suite below.
 # binary:package, one per line. Add tools here (e.g. prometheus:prometheus, amtool:prometheus-alertmanager).
 TOOLS="
 prometheus-blackbox-exporter:prometheus-blackbox-exporter
@@ -15,6 +16,10 @@ amtool:prometheus-alertmanager
 valgrind:valgrind
 callgrind_control:valgrind
 "
+
+if [ $# -gt 0 ]; then
+  TOOLS="$*"
+fi
 
 missing=()
 for entry in $TOOLS; do
