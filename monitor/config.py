@@ -3,7 +3,7 @@
     settings:            # values of the payment service's Settings (database_url, rpc_providers, chain_id, ...);
       database_url: ${MUSDPAY_DATABASE_URL}   # anything left out comes from MUSDPAY_* variables, as for `serve`
     server: {host: 127.0.0.1, port: 9101}
-    rpc:      {interval_seconds: 5, providers: {spectrum: {sla_target_ratio: 0.999, ...}}}
+    rpc:      {interval_seconds: 5, providers: {spectrum: {sla_target_ratio: 0.999, plan: {name: ..., ...}}}}
     stripe:   {interval_seconds: 30, ...}
     payments: {interval_seconds: 60, windows: {1h: 3600, 24h: 86400}}
     database: {interval_seconds: 15, replica_url: ...}
@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "PipelineConfig",
     "ReverifyConfig",
     "RpcConfig",
+    "RpcPlanConfig",
     "RpcProviderConfig",
     "ServerConfig",
     "StripeConfig",
@@ -89,6 +91,14 @@ class JobConfig(_Model):
         return self.interval_seconds if self.misfire_grace_seconds is None else self.misfire_grace_seconds
 
 
+class RpcPlanConfig(_Model):
+    """The provider's commercial plan: what `musdpay report` prices the credits with (share of the quota x price)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    # Money is a Decimal, whole cents at most (YAML `169` or `169.99`).
+    monthly_price_usd: Decimal = Field(ge=0, decimal_places=2, allow_inf_nan=False)
+
+
 class RpcProviderConfig(_Model):
     """What the monitor knows of one provider beyond its URL: its SLA and its pricing."""
 
@@ -96,6 +106,7 @@ class RpcProviderConfig(_Model):
     # Credits each JSON-RPC method costs on this provider's plan; methods not listed cost `default`.
     credits: dict[str, float] = Field(default_factory=dict)
     monthly_credit_quota: float | None = Field(default=None, gt=0)
+    plan: RpcPlanConfig | None = None  # optional; none for a free or best-effort endpoint
 
 
 class RpcConfig(JobConfig):
@@ -127,6 +138,10 @@ class RpcConfig(JobConfig):
     def quota(self, provider: str) -> float | None:
         own = self.providers.get(provider)
         return own.monthly_credit_quota if own is not None else None
+
+    def plan(self, provider: str) -> RpcPlanConfig | None:
+        own = self.providers.get(provider)
+        return own.plan if own is not None else None
 
 
 class StripeConfig(JobConfig):

@@ -155,6 +155,49 @@ def alerts_test(receiver: str, alertmanager_url: str) -> None:
 
 
 @main.command()
+@click.option("--since", default="30d", show_default=True, help="How far back: 30d, 7d, 24h, 90m, 1h30m.")
+@click.option("--until", default=None, help="End: ISO 8601 (UTC if no offset) or Unix seconds; default now.")
+@click.option("--prometheus", "prometheus_url", default="http://127.0.0.1:9090", show_default=True)
+@click.option(
+    "--monitor-config",
+    "monitor_config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The monitor config holding the providers' plans and prices (default: ./monitor.yml if present).",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"), show_default=True)
+def report(since: str, until: str | None, prometheus_url: str, monitor_config: Path | None, out: Path) -> None:
+    """Self-contained HTML report from Prometheus: RPC SLA, latency, credits and cost, payments, fees, alerts."""
+    from monitor.config import ConfigError, load_config
+    from operate.report import Plan, ReportError, generate
+
+    if monitor_config is None and Path("monitor.yml").is_file():
+        monitor_config = Path("monitor.yml")
+    plans: dict[str, Plan] = {}
+    if monitor_config is not None:
+        try:
+            rpc = load_config(monitor_config).rpc
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for name, provider in rpc.providers.items():
+            if provider.plan is not None:
+                plan = provider.plan
+                plans[name] = Plan(plan.name, plan.monthly_price_usd, provider.monthly_credit_quota)
+    try:
+        path = generate(
+            prometheus_url=prometheus_url,
+            since=since,
+            until=until,
+            out=out,
+            plans=plans,
+            plans_source=str(monitor_config) if monitor_config is not None else None,
+        )
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(path))
+
+
+@main.command()
 @click.option("--prometheus", "prometheus_url", default="http://127.0.0.1:9090", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (per refresh with --watch).")
 @click.option("--watch", type=click.FloatRange(min=0.1), default=None, metavar="N", help="Refresh every N seconds.")

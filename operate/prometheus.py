@@ -5,6 +5,7 @@
     client.query_range("rate(x[5m])", start, end, step)  # matrix results
     client.alerts()                                      # firing and pending alerts (GET /api/v1/alerts)
     client.rules()                                       # rule groups (GET /api/v1/rules)
+    client.status_config()                               # its configuration, as YAML (scrape interval, ...)
 
 Errors: `PrometheusUnavailable` when Prometheus cannot be reached or answers other than 2xx/4xx JSON (the caller
 cannot do anything but say so); `PrometheusQueryError` when it answers `status: error` (a bad expression is a
@@ -118,6 +119,11 @@ class PrometheusClient:
         params = {"type": kind} if kind else None
         groups: list[dict[str, Any]] = self._get("/api/v1/rules", params)["groups"]
         return groups
+
+    def status_config(self) -> str:
+        """The configuration Prometheus runs with, as YAML text (GET /api/v1/status/config)."""
+        text: str = self._get("/api/v1/status/config")["yaml"]
+        return text
 
     def targets(self) -> list[dict[str, Any]]:
         """Active scrape targets (labels, health, lastError, scrapeUrl)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,31 @@ def test_the_example_config_matches_the_local_stack() -> None:
     assert config.rpc.sla_target("spectrum") == 0.999
     assert config.rpc.quota("spectrum") is not None
     assert config.server.port == 9101
+    plan = config.rpc.plan("spectrum")
+    assert plan is not None
+    assert (plan.name, plan.monthly_price_usd) == ("Spectrum Business", Decimal("169"))
+    assert config.rpc.plan("public") is None  # best effort, no price
+
+
+def test_a_provider_plan_is_optional_and_validated() -> None:
+    assert (
+        load_config(text="rpc: {providers: {spectrum: {sla_target_ratio: 0.999}}}\n", environ={}).rpc.plan("spectrum")
+        is None
+    )
+    assert load_config(text="", environ={}).rpc.plan("spectrum") is None
+    priced = load_config(text="rpc: {providers: {s: {plan: {name: Pro, monthly_price_usd: 169.99}}}}\n", environ={})
+    plan = priced.rpc.plan("s")
+    assert plan is not None
+    assert plan.monthly_price_usd == Decimal("169.99")  # exactly, never a float's approximation
+    invalid = {
+        "{name: Pro}": "plan.monthly_price_usd",  # both fields required
+        "{monthly_price_usd: 5}": "plan.name",
+        "{name: '', monthly_price_usd: 5}": "plan.name",
+        "{name: Pro, monthly_price_usd: -1}": "plan.monthly_price_usd",
+        "{name: Pro, monthly_price_usd: 1.001}": "plan.monthly_price_usd",  # cents at most
+        "{name: Pro, monthly_price_usd: .nan}": "plan.monthly_price_usd",
+        "{name: Pro, monthly_price_usd: 5, currency: eur}": "plan.currency",  # unknown field
+    }
+    for plan_text, field in invalid.items():
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            load_config(text=f"rpc: {{providers: {{s: {{plan: {plan_text}}}}}}}\n", environ={})
