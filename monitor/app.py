@@ -32,19 +32,24 @@ from monitor.config import MonitorConfig
 from monitor.db import DbRunner, read_engine
 from monitor.metrics import MonitorMetrics
 from monitor.probes.database import DatabaseProbe
+from monitor.probes.database import metric_labels as database_labels
 from monitor.probes.payments import PaymentsProbe, PaymentsState
 from monitor.probes.pipeline import PipelineProbe
 from monitor.probes.reverify import ReverifyJob
+from monitor.probes.reverify import metric_labels as reverify_labels
 from monitor.probes.rpc import RpcProbes
+from monitor.probes.rpc import metric_labels as rpc_labels
 from monitor.probes.stripe import StripeProbe
+from monitor.probes.stripe import metric_labels as stripe_labels
 from monitor.probes.treasury import TreasuryProbe
 from monitor.scheduler import ProbeJob, ProbeScheduler
+from monitor.scheduler import metric_labels as scheduler_labels
 from monitor.server import serve_metrics
 from payment.chain.client import ChainClient
 from payment.chain.pool import PoolPolicy, ProviderPool
 from payment.core.config import Settings
 from payment.core.db import create_db_engine, make_session_factory
-from payment.core.metrics import PaymentMetrics
+from payment.core.metrics import LabelSets, PaymentMetrics
 from payment.core.telemetry import Telemetry
 
 __all__ = ["Monitor", "run"]
@@ -64,11 +69,14 @@ class Monitor:
         self.stripe_client: stripe.StripeClient | None = None
         self.engines: list[Engine] = []
         self.rpc: RpcProbes | None = None
+        self.label_sets: list[LabelSets] = []  # the series each probe built knows in advance
         self.jobs: list[ProbeJob] = self._build()
+        # Every counter a dashboard or rule reads exists at 0 from the first scrape (docs/metrics.md).
+        self.metrics.initialise(scheduler_labels(self.jobs), *self.label_sets)
         self._scheduler = ProbeScheduler(self.metrics, self.jobs)
 
     def _build(self) -> list[ProbeJob]:
-        config, settings, m = self.config, self.settings, self.metrics
+        config, settings, m, labels = self.config, self.settings, self.metrics, self.label_sets
         jobs: list[ProbeJob] = []
         if config.rpc.enabled or config.treasury.enabled:
             policy = PoolPolicy(
@@ -82,13 +90,16 @@ class Monitor:
         if config.rpc.enabled and self.pool is not None:
             self.rpc = RpcProbes(self.pool, config.rpc, m, chain_id=settings.chain_id)
             jobs += self.rpc.jobs()
+            labels.append(rpc_labels(self.pool.names))
 
         if config.database.enabled:
             probe_engine = self._engine(settings.database_url, config.database.timeout, pooled=False)
             jobs.append(DatabaseProbe("primary", probe_engine, self.runner, config.database, m).job())
+            labels.append(database_labels("primary", replica=False))
             if config.database.replica_url is not None:
                 replica = self._engine(config.database.replica_url.get_secret_value(), config.database.timeout, False)
                 jobs.append(DatabaseProbe("replica", replica, self.runner, config.database, m, replica=True).job())
+                labels.append(database_labels("replica", replica=True))
 
         payments = PaymentsState()
         if config.payments.enabled or config.pipeline.enabled:
@@ -105,6 +116,7 @@ class Monitor:
             else:
                 self.stripe_client = _stripe_client(settings, config.stripe.timeout * 0.9)
                 jobs.append(StripeProbe(self.stripe_client, config.stripe, m, payments).job())
+                labels.append(stripe_labels())
 
         if config.treasury.enabled and self.pool is not None:
             address = config.treasury.address
@@ -130,6 +142,7 @@ class Monitor:
             jobs.append(
                 ReverifyJob(writer, make_session_factory(writer), settings, self.runner, config.reverify, m).job()
             )
+            labels.append(reverify_labels())
         return jobs
 
     def _engine(self, url: str, timeout: float, pooled: bool) -> Engine:

@@ -16,7 +16,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from payment.core.metrics import LATENCY_BUCKETS
+from payment.core.metrics import LATENCY_BUCKETS, LabelSets, initialise_families
 
 __all__ = ["MonitorMetrics", "remove_series"]
 
@@ -26,7 +26,7 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 
 
 class MonitorMetrics:
-    """The metric families of one monitor process."""
+    """The metric families of one monitor process; `initialise` creates the series known in advance."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process_collectors: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -272,6 +272,12 @@ class MonitorMetrics:
             ("outcome",),
         )
         self.reverified = counter("reverified_deliveries_total", "Deliveries sent back to the chain check.")
+
+    def initialise(self, *label_sets: LabelSets) -> None:
+        """Create every series known in advance at 0 (once the probes are built: `Monitor` does it), so that
+        `increase()` and `rate()` see the first event after a restart. Each probe module's `metric_labels` gives
+        its sets, from the constants it emits."""
+        initialise_families(self, label_sets)
 
 
 def remove_series(gauge: Gauge, *labels: str) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,10 +26,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.config import JobConfig
 from monitor.metrics import MonitorMetrics
+from payment.core.metrics import LabelSets
 
-__all__ = ["ProbeFailed", "ProbeJob", "ProbeScheduler"]
+__all__ = ["OUTCOMES", "SKIP_REASONS", "ProbeFailed", "ProbeJob", "ProbeScheduler", "metric_labels"]
 
 log = logging.getLogger(__name__)
+
+OUTCOMES = ("success", "failure", "timeout")  # of a run (`musdpay_monitor_probe_runs_total`)
+MISSED, OVERLAP = "missed", "overlap"  # why a run did not start (`musdpay_monitor_probe_skipped_total`)
+SKIP_REASONS = (MISSED, OVERLAP)
 
 
 class ProbeFailed(Exception):
@@ -50,6 +55,17 @@ class ProbeJob:
     @property
     def id(self) -> str:
         return f"{self.probe}:{self.target}"
+
+
+def metric_labels(jobs: Iterable[ProbeJob]) -> LabelSets:
+    """The scheduler's series of these jobs, for `MonitorMetrics.initialise`."""
+    pairs = [(job.probe, job.target) for job in jobs]
+    return {
+        "probe_runs": [(*pair, outcome) for pair in pairs for outcome in OUTCOMES],
+        "probe_skipped": [(*pair, reason) for pair in pairs for reason in SKIP_REASONS],
+        "probe_duration": pairs,
+        "probe_lag": pairs,
+    }
 
 
 @dataclass
@@ -81,7 +97,7 @@ class ProbeScheduler:
             labels = (job.probe, job.target)
             self.metrics.probe_interval.labels(*labels).set(timing.interval_seconds)
             self.metrics.probe_success.labels(*labels)  # the series exist from the start
-            for outcome in ("success", "failure", "timeout"):
+            for outcome in OUTCOMES:
                 self.metrics.probe_runs.labels(*labels, outcome)
             first = now + timedelta(seconds=random.uniform(0, min(timing.jitter, 1.0)))
             scheduler.add_job(
@@ -117,9 +133,9 @@ class ProbeScheduler:
             times: list[datetime] = getattr(event, "scheduled_run_times", [])
             state.scheduled_at = times[-1].timestamp() if times else None
         elif event.code == EVENT_JOB_MISSED:
-            self.metrics.probe_skipped.labels(job.probe, job.target, "missed").inc()
+            self.metrics.probe_skipped.labels(job.probe, job.target, MISSED).inc()
         elif event.code == EVENT_JOB_MAX_INSTANCES:
-            self.metrics.probe_skipped.labels(job.probe, job.target, "overlap").inc()
+            self.metrics.probe_skipped.labels(job.probe, job.target, OVERLAP).inc()
 
     def _runner(self, job: ProbeJob) -> Callable[[], Awaitable[None]]:
         state = self._states[job.id]
@@ -129,7 +145,7 @@ class ProbeScheduler:
         lag = m.probe_lag.labels(*labels)
         success = m.probe_success.labels(*labels)
         last_success = m.probe_last_success.labels(*labels)
-        runs = {outcome: m.probe_runs.labels(*labels, outcome) for outcome in ("success", "failure", "timeout")}
+        runs = {outcome: m.probe_runs.labels(*labels, outcome) for outcome in OUTCOMES}
         timeout = job.timing.timeout
 
         async def run() -> None:

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
@@ -23,21 +23,24 @@ from starlette.concurrency import run_in_threadpool
 
 from payment.auth.views import admin_router, install_auth
 from payment.auth.views import router as auth_router
+from payment.chain import pool as rpc_pool
 from payment.chain.client import ChainClient
 from payment.chain.pool import ProviderPool
 from payment.core import migrations
 from payment.core.config import Environment, Settings, get_settings
 from payment.core.db import create_db_engine, make_session_factory
 from payment.core.logs import configure_logging
-from payment.core.metrics import PaymentMetrics
+from payment.core.metrics import LabelSets, PaymentMetrics
 from payment.core.middleware import ObservabilityMiddleware
 from payment.core.problems import PROBLEM_TYPES, NotFound, install_problem_handlers
 from payment.core.telemetry import Telemetry, build_tracer_provider, otlp_configured
+from payment.delivery import worker as delivery_worker
 from payment.delivery.views import router as delivery_router
 from payment.delivery.worker import DeliveryWorker
 from payment.deps import AppState
 from payment.health.views import router as health_router
 from payment.onramp import service as onramp_service
+from payment.onramp import stripe_gateway
 from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway
 from payment.onramp.views import router as onramp_router
 from payment.security.bodylimit import BodyLimitMiddleware
@@ -45,6 +48,7 @@ from payment.security.headers import SecurityHeadersMiddleware
 from payment.security.ratelimit import build_rate_limiter
 from payment.security.secrets import install_secret_scrubber
 from payment.security.throttle import RateLimitMiddleware
+from payment.webhooks import service as webhooks_service
 from payment.webhooks.views import router as webhooks_router
 from payment.webhooks.views import stripe_router as stripe_webhooks_router
 
@@ -79,6 +83,18 @@ def build_telemetry(settings: Settings) -> Telemetry:
         return Telemetry(metrics=metrics)
     provider = build_tracer_provider(sample_ratio=settings.trace_sample_ratio, service_name=settings.service_name)
     return Telemetry(metrics=metrics, tracer_provider=provider, exporting=otlp_configured())
+
+
+def known_labels(settings: Settings, providers: Sequence[str]) -> list[LabelSets]:
+    """Every series of the API's counters known before its first event: each domain's label sets (from the enums
+    and constants it emits) over the configured currencies, networks, delivery mode and RPC providers."""
+    return [
+        onramp_service.metric_labels(settings),
+        webhooks_service.metric_labels(),
+        stripe_gateway.metric_labels(),
+        delivery_worker.metric_labels(settings),
+        rpc_pool.metric_labels(providers),
+    ]
 
 
 def _instrument(state: AppState, client: stripe.StripeClient | None) -> None:
@@ -130,6 +146,8 @@ def create_app(
         rate_limiter=build_rate_limiter(settings, telemetry.metrics),
     )
     pool = chain_pool or ProviderPool.from_settings(settings, telemetry)
+    # Every counter a dashboard, SLO or alert reads exists at 0 from the first scrape (docs/metrics.md).
+    telemetry.metrics.initialise(*known_labels(settings, pool.names))
     state.chain = ChainClient(pool)
     if settings.delivery_worker_enabled:
         state.delivery_worker = DeliveryWorker(

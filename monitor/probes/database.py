@@ -26,9 +26,24 @@ from monitor.config import DatabaseConfig
 from monitor.db import DbRunner, is_sqlite
 from monitor.metrics import MonitorMetrics
 from monitor.scheduler import ProbeFailed, ProbeJob
+from payment.core.metrics import LabelSets
 from payment.core.migrations import head_revision
 
-__all__ = ["DatabaseProbe"]
+__all__ = ["ERROR_KINDS", "REPLICA_ERROR_KINDS", "DatabaseProbe", "metric_labels"]
+
+CONNECT, QUERY, TIMEOUT, NOT_A_REPLICA = "connect", "query", "timeout", "not_a_replica"
+ERROR_KINDS = (CONNECT, QUERY, TIMEOUT)  # how a probe fails (`musdpay_monitor_db_errors_total`)
+REPLICA_ERROR_KINDS = (*ERROR_KINDS, NOT_A_REPLICA)  # and a replica's, which may have been promoted
+
+
+def metric_labels(target: str, *, replica: bool) -> LabelSets:
+    """The database probe's series of one target, for `MonitorMetrics.initialise`."""
+    return {
+        "db_errors": [(target, kind) for kind in (REPLICA_ERROR_KINDS if replica else ERROR_KINDS)],
+        "db_connect_duration": [(target,)],
+        "db_query_duration": [(target,)],
+    }
+
 
 _STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)", "fastpath function call")
 
@@ -51,7 +66,7 @@ class DatabaseProbe:
     def __post_init__(self) -> None:
         m, t = self.metrics, self.target
         m.db_up.labels(t)
-        for kind in ("connect", "query", "timeout"):
+        for kind in REPLICA_ERROR_KINDS if self.replica else ERROR_KINDS:
             m.db_errors.labels(t, kind)
 
     def job(self) -> ProbeJob:
@@ -64,7 +79,7 @@ class DatabaseProbe:
                 await self.runner.run(self._measure)
             return
         except TimeoutError:
-            kind = "timeout"
+            kind = TIMEOUT
         except _Failure as exc:
             kind = exc.kind
         m.db_errors.labels(t, kind).inc()
@@ -77,13 +92,13 @@ class DatabaseProbe:
         try:
             connection = self.engine.connect()
         except SQLAlchemyError:
-            raise _Failure("connect") from None
+            raise _Failure(CONNECT) from None
         try:
             connected = time.perf_counter()
             try:
                 connection.exec_driver_sql("SELECT 1").scalar_one()
             except SQLAlchemyError:
-                raise _Failure("query") from None
+                raise _Failure(QUERY) from None
             m.db_connect_duration.labels(t).observe(connected - started)
             m.db_query_duration.labels(t).observe(time.perf_counter() - connected)
             m.db_up.labels(t).set(1)
@@ -96,7 +111,7 @@ class DatabaseProbe:
                     current = MigrationContext.configure(connection).get_current_revision()
                     m.db_migrations_at_head.labels(t).set(1 if current == head_revision() else 0)
             except SQLAlchemyError:
-                raise _Failure("query") from None
+                raise _Failure(QUERY) from None
         finally:
             connection.close()
 
@@ -144,5 +159,5 @@ class DatabaseProbe:
                 )
             ).scalar_one()
             if lag is None:
-                raise _Failure("not_a_replica")
+                raise _Failure(NOT_A_REPLICA)
             m.db_replication_lag.labels(t).set(float(lag))

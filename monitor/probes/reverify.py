@@ -26,11 +26,21 @@ from monitor.metrics import MonitorMetrics
 from monitor.scheduler import ProbeJob
 from payment.auth.audit import Actor
 from payment.core.config import Settings
+from payment.core.metrics import LabelSets
 from payment.delivery.models import Delivery
 from payment.delivery.service import Action, reopen_delivery
 from payment.delivery.status import DeliveryStatus
 
-__all__ = ["LOCK_KEY", "ReverifyJob", "reverify_round"]
+__all__ = ["LOCK_KEY", "OUTCOMES", "ReverifyJob", "metric_labels", "reverify_round"]
+
+ACTED, LOCK_HELD = "acted", "lock_held"
+OUTCOMES = (ACTED, LOCK_HELD)  # of a round (`musdpay_monitor_reverify_runs_total`)
+
+
+def metric_labels() -> LabelSets:
+    """The re-verification job's series, for `MonitorMetrics.initialise`."""
+    return {"reverify_runs": [(outcome,) for outcome in OUTCOMES]}
+
 
 # The job's PostgreSQL advisory lock key (any fixed bigint no other code of this database uses).
 LOCK_KEY = 0x1E5D_2B7A_49C3_0F61
@@ -96,7 +106,7 @@ class ReverifyJob:
             lambda: reverify_round(self.engine, self.factory, self.settings, self.config, now=datetime.now(UTC))
         )
         if reopened is None:
-            self.metrics.reverify_runs.labels("lock_held").inc()
+            self.metrics.reverify_runs.labels(LOCK_HELD).inc()
             return
-        self.metrics.reverify_runs.labels("acted").inc()
+        self.metrics.reverify_runs.labels(ACTED).inc()
         self.metrics.reverified.inc(reopened)

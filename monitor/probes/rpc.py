@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import calendar
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,13 +26,29 @@ from monitor.config import RpcConfig
 from monitor.metrics import MonitorMetrics
 from monitor.scheduler import ProbeFailed, ProbeJob
 from payment.chain.errors import RpcError, RpcErrorKind
-from payment.chain.pool import ProviderPool
-from payment.core.metrics import KNOWN_RPC_METHODS, rpc_method_label
+from payment.chain.pool import PROVIDER_ERROR_KINDS, ProviderPool
+from payment.core.metrics import KNOWN_RPC_METHODS, LabelSets, rpc_method_label
 
-__all__ = ["CreditMeter", "HeadTracker", "RpcProbes"]
+__all__ = ["OUTCOMES", "PROBE_METHODS", "CreditMeter", "HeadTracker", "RpcProbes", "metric_labels"]
 
 MAX_TRACKED_HEADS = 4096
 _STALE_INTERVALS = 3  # a provider's head older than this many intervals does not count as the best
+SUCCESS, FAILURE = "success", "failure"
+OUTCOMES = (SUCCESS, FAILURE)  # of a probe (`musdpay_monitor_rpc_probes_total`)
+CHAIN_ID, BLOCK_NUMBER = "eth_chainId", "eth_blockNumber"
+PROBE_METHODS = (CHAIN_ID, BLOCK_NUMBER)  # what a probe asks (`musdpay_monitor_rpc_requests_total`)
+
+
+def metric_labels(providers: Sequence[str]) -> LabelSets:
+    """The RPC probes' series of these providers, for `MonitorMetrics.initialise`: a probe fails with any kind of
+    a provider's own call (`payment.chain.pool.PROVIDER_ERROR_KINDS`), never with the pool's."""
+    return {
+        "rpc_probes": [(name, outcome) for name in providers for outcome in OUTCOMES],
+        "rpc_errors": [(name, kind.value) for name in providers for kind in PROVIDER_ERROR_KINDS],
+        "rpc_requests": [(name, method) for name in providers for method in PROBE_METHODS],
+        "rpc_credits": [(name,) for name in providers],
+        "rpc_latency": [(name,) for name in providers],
+    }
 
 
 @dataclass
@@ -132,7 +148,7 @@ class RpcProbes:
         m = metrics
         for name in pool.names:
             m.rpc_sla_target.labels(name).set(config.sla_target(name))
-            for outcome in ("success", "failure"):
+            for outcome in OUTCOMES:
                 m.rpc_probes.labels(name, outcome)
             for method in (*sorted(KNOWN_RPC_METHODS), "other"):  # the labels of the API's musdpay_rpc_* families
                 m.rpc_credit_cost.labels(name, method).set(self.meters[name].cost(method))
@@ -175,8 +191,8 @@ class RpcProbes:
         self._runs[provider] = run + 1
         try:
             if run % self.config.chain_id_every == 0:
-                answer, _ = await self._call(provider, "eth_chainId")
-                chain_id = _quantity(provider, "eth_chainId", answer)
+                answer, _ = await self._call(provider, CHAIN_ID)
+                chain_id = _quantity(provider, CHAIN_ID, answer)
                 m.rpc_chain_id.labels(provider).set(chain_id)
                 matches = chain_id == self.chain_id
                 m.rpc_chain_id_match.labels(provider).set(1 if matches else 0)
@@ -187,13 +203,13 @@ class RpcProbes:
                         kind=RpcErrorKind.chain_id_mismatch,
                         retryable=False,
                         provider=provider,
-                        method="eth_chainId",
+                        method=CHAIN_ID,
                     )
-            result, elapsed = await self._call(provider, "eth_blockNumber")
-            head = _quantity(provider, "eth_blockNumber", result)
+            result, elapsed = await self._call(provider, BLOCK_NUMBER)
+            head = _quantity(provider, BLOCK_NUMBER, result)
         except RpcError as exc:
             m.rpc_errors.labels(provider, exc.kind.value).inc()
-            m.rpc_probes.labels(provider, "failure").inc()
+            m.rpc_probes.labels(provider, FAILURE).inc()
             m.rpc_up.labels(provider).set(0)
             raise ProbeFailed(exc.kind.value) from None
         now = time.time()
@@ -206,7 +222,7 @@ class RpcProbes:
         m.rpc_head_lag_seconds.labels(provider).set(lag_seconds)
         age = self.heads.head_age(provider, now) or 0.0
         m.rpc_stalled.labels(provider).set(1 if lag_blocks > 0 and age >= self.config.stall_after_seconds else 0)
-        m.rpc_probes.labels(provider, "success").inc()
+        m.rpc_probes.labels(provider, SUCCESS).inc()
         m.rpc_up.labels(provider).set(1)
 
 

@@ -25,24 +25,28 @@ from monitor.config import StripeConfig
 from monitor.metrics import MonitorMetrics, remove_series
 from monitor.probes.payments import PaymentsState
 from monitor.scheduler import ProbeFailed, ProbeJob
-from payment.onramp.stripe_gateway import stripe_error_type
+from payment.core.metrics import LabelSets
+from payment.onramp.stripe_gateway import StripeErrorType, stripe_error_type
 
-__all__ = ["StripeProbe"]
+__all__ = ["OPERATIONS", "StripeProbe", "metric_labels"]
 
 PAGE_SIZE = 100
 # Currencies Stripe counts in whole units (https://docs.stripe.com/currencies#zero-decimal).
 ZERO_DECIMAL = frozenset(
     {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
 )
-ERROR_TYPES = (
-    "timeout",
-    "connection",
-    "rate_limited",
-    "server_error",
-    "authentication",
-    "invalid_request",
-    "invalid_response",
-)
+BALANCE, LIST_REFUNDS, LIST_DISPUTES = "balance", "list_refunds", "list_disputes"
+OPERATIONS = (BALANCE, LIST_REFUNDS, LIST_DISPUTES)  # the `operation` label of the monitor's Stripe families
+INVALID_RESPONSE = StripeErrorType.invalid_response.value
+
+
+def metric_labels() -> LabelSets:
+    """The Stripe probe's series, for `MonitorMetrics.initialise`: every error class of the payment service's
+    classifier (`rejected` included: it is the classifier's to return, if unlikely for a read)."""
+    return {
+        "stripe_errors": [(operation, kind.value) for operation in OPERATIONS for kind in StripeErrorType],
+        "stripe_duration": [(operation,) for operation in OPERATIONS],
+    }
 
 
 def major_units(amount: int, currency: str) -> Decimal:
@@ -69,25 +73,25 @@ class StripeProbe:
     config: StripeConfig
     metrics: MonitorMetrics
     payments: PaymentsState
-    refunds: _Reversals = field(default_factory=lambda: _Reversals("list_refunds", "/v1/refunds"))
-    disputes: _Reversals = field(default_factory=lambda: _Reversals("list_disputes", "/v1/disputes"))
+    refunds: _Reversals = field(default_factory=lambda: _Reversals(LIST_REFUNDS, "/v1/refunds"))
+    disputes: _Reversals = field(default_factory=lambda: _Reversals(LIST_DISPUTES, "/v1/disputes"))
 
     def __post_init__(self) -> None:
         m = self.metrics
-        for operation in ("balance", "list_refunds", "list_disputes"):
-            for kind in ERROR_TYPES:
-                m.stripe_errors.labels(operation, kind)
+        for operation in OPERATIONS:
+            for kind in StripeErrorType:
+                m.stripe_errors.labels(operation, kind.value)
 
     def job(self) -> ProbeJob:
         return ProbeJob("stripe", "stripe", self.config, self.probe)
 
     async def probe(self) -> None:
         m = self.metrics
-        balance = await self._get("balance", "/v1/balance")
+        balance = await self._get(BALANCE, "/v1/balance")
         if balance.get("object") != "balance":
-            m.stripe_errors.labels("balance", "invalid_response").inc()
+            m.stripe_errors.labels(BALANCE, INVALID_RESPONSE).inc()
             m.stripe_up.set(0)
-            raise ProbeFailed("invalid_response")
+            raise ProbeFailed(INVALID_RESPONSE)
         m.stripe_up.set(1)
         now = time.time()
         await self._poll(self.refunds, now, self._count_refund)
@@ -112,19 +116,19 @@ class StripeProbe:
         try:
             response = await self.client.raw_request_async("get", path, **params)
         except stripe.StripeError as exc:
-            kind = stripe_error_type(exc)
+            kind = stripe_error_type(exc).value
             m.stripe_errors.labels(operation, kind).inc()
-            if operation == "balance":
+            if operation == BALANCE:
                 m.stripe_up.set(0)
             raise ProbeFailed(kind) from None
         finally:
             m.stripe_duration.labels(operation).observe(time.perf_counter() - started)
         data = response.data
         if not isinstance(data, dict):
-            m.stripe_errors.labels(operation, "invalid_response").inc()
-            if operation == "balance":
+            m.stripe_errors.labels(operation, INVALID_RESPONSE).inc()
+            if operation == BALANCE:
                 m.stripe_up.set(0)
-            raise ProbeFailed("invalid_response")
+            raise ProbeFailed(INVALID_RESPONSE)
         return data
 
     async def _poll(self, reversals: _Reversals, now: float, count: Any) -> None:
@@ -138,8 +142,8 @@ class StripeProbe:
             page = await self._get(reversals.operation, reversals.path, **params)
             items = page.get("data")
             if not isinstance(items, list):
-                self.metrics.stripe_errors.labels(reversals.operation, "invalid_response").inc()
-                raise ProbeFailed("invalid_response")
+                self.metrics.stripe_errors.labels(reversals.operation, INVALID_RESPONSE).inc()
+                raise ProbeFailed(INVALID_RESPONSE)
             for obj in items:
                 key, created = obj.get("id"), obj.get("created")
                 if not isinstance(key, str) or not isinstance(created, int) or key in reversals.seen:

@@ -53,10 +53,10 @@ from web3.types import RPCEndpoint
 from payment.chain.errors import RpcError, RpcErrorKind, classify_exception, classify_rpc_error
 from payment.chain.urls import endpoint_of, redact_url
 from payment.core.config import RpcProvider, Settings
-from payment.core.metrics import PaymentMetrics, rpc_method_label
+from payment.core.metrics import LabelSets, PaymentMetrics, rpc_method_label
 from payment.core.telemetry import Telemetry
 
-__all__ = ["PoolPolicy", "ProviderHealth", "ProviderPool", "ProviderState"]
+__all__ = ["NO_PROVIDER", "PoolPolicy", "ProviderHealth", "ProviderPool", "ProviderState", "metric_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,23 @@ LATENCY_ALPHA = 0.3  # weight of the newest poll in the latency EWMA
 POLL_JITTER = 0.1  # +-10% on each poll interval, so several processes do not poll in step
 RETRY_BACKOFF_SECONDS = 0.05  # before asking a provider again within one call (fewer providers than attempts)
 RETRY_BACKOFF_MAX_SECONDS = 1.0
+
+# The `provider` label of the pool's own errors (no provider could serve the call), and their kinds; a provider's
+# own calls fail with any other kind.
+NO_PROVIDER = "none"
+POOL_ERROR_KINDS = (RpcErrorKind.chain_id_mismatch, RpcErrorKind.no_provider)
+PROVIDER_ERROR_KINDS = tuple(kind for kind in RpcErrorKind if kind is not RpcErrorKind.no_provider)
+
+
+def metric_labels(names: Sequence[str]) -> LabelSets:
+    """The error and failover series of a pool of these providers, for `PaymentMetrics.initialise` (a call
+    fails over from any provider to any other). The per-call histogram is left out: providers x methods x
+    outcomes x buckets is many series for methods most processes never call."""
+    return {
+        "rpc_errors": [(name, kind.value) for name in names for kind in PROVIDER_ERROR_KINDS]
+        + [(NO_PROVIDER, kind.value) for kind in POOL_ERROR_KINDS],
+        "rpc_failovers": [(before, after) for before in names for after in names if after != before],
+    }
 
 
 class ProviderState(StrEnum):
@@ -436,7 +453,7 @@ class ProviderPool:
 
     def _no_candidates(self, method: str) -> RpcError:
         answers = ", ".join(f"{p.name} answered {p.chain_id}" for p in self._providers)
-        self._metrics.rpc_errors.labels("none", RpcErrorKind.chain_id_mismatch.value).inc()
+        self._metrics.rpc_errors.labels(NO_PROVIDER, RpcErrorKind.chain_id_mismatch.value).inc()
         return RpcError(
             f"{method}: no RPC provider serves chain {self.policy.chain_id} ({answers})",
             kind=RpcErrorKind.chain_id_mismatch,
@@ -445,7 +462,7 @@ class ProviderPool:
         )
 
     def _exhausted(self, method: str, failures: list[RpcError]) -> RpcError:
-        self._metrics.rpc_errors.labels("none", RpcErrorKind.no_provider.value).inc()
+        self._metrics.rpc_errors.labels(NO_PROVIDER, RpcErrorKind.no_provider.value).inc()
         tried = "; ".join(f"{f.provider}: {f.kind.value}" for f in failures)
         error = RpcError(
             f"no RPC provider answered {method} after {len(failures)} attempt(s) ({tried})",

@@ -10,7 +10,7 @@ Each application builds its own `PaymentMetrics` on its own `CollectorRegistry`,
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,7 +22,15 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 
-__all__ = ["KNOWN_EVENT_TYPES", "PaymentMetrics", "PoolCollector", "event_type_label"]
+__all__ = [
+    "KNOWN_EVENT_TYPES",
+    "OTHER_EVENT_TYPE",
+    "LabelSets",
+    "PaymentMetrics",
+    "PoolCollector",
+    "event_type_label",
+    "initialise_families",
+]
 
 NAMESPACE = "musdpay"
 
@@ -34,14 +42,39 @@ LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 
 # Event types we label by name; anything else Stripe sends is counted as "other".
 KNOWN_EVENT_TYPES = frozenset({"crypto.onramp_session_updated"})
+OTHER_EVENT_TYPE = "other"
 
 
 def event_type_label(event_type: str) -> str:
-    return event_type if event_type in KNOWN_EVENT_TYPES else "other"
+    return event_type if event_type in KNOWN_EVENT_TYPES else OTHER_EVENT_TYPE
+
+
+Labels = tuple[str, ...]
+# The series of some families known before their first event: label tuples by the attribute naming the family.
+LabelSets = Mapping[str, Collection[Labels]]
+
+
+def initialise_families(metrics: object, label_sets: Iterable[LabelSets]) -> None:
+    """Create each listed series of `metrics` (counters and histograms) at 0.
+
+    `increase()` and `rate()` see the first event after a restart only if an earlier sample exists, so every
+    series whose labels are known in advance must exist from the first scrape. The sets come from the code that
+    emits the values (each domain's enums and constants, through its `metric_labels`) and from the settings;
+    only closed sets belong here (HTTP status codes, for instance, are not known in advance). `labels()` alone
+    creates the child; in multiprocess mode its 0 is written to this process's file then, so the sum over the
+    workers shows it too.
+    """
+    for label_set in label_sets:
+        for name, series in label_set.items():
+            family = getattr(metrics, name)  # a wrong name fails at start-up (and in tests)
+            if not isinstance(family, Counter | Histogram):
+                raise TypeError(f"{name} is not a counter or histogram: a gauge at 0 would claim a value")
+            for labels in series:
+                family.labels(*labels)
 
 
 class PaymentMetrics:
-    """The metric families of one application instance."""
+    """The metric families of one application instance; `initialise` creates the series known in advance."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process_collectors: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -97,6 +130,13 @@ class PaymentMetrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.fees = Counter(
+            "onramp_fees_total",
+            "Stripe's fees on fulfilled sessions, in major units of the source currency, by fee: transaction, network.",
+            ["currency", "fee"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.fulfillment_duration = Histogram(
             "onramp_fulfillment_duration_seconds",
             "Time from session creation to fulfillment_complete.",
@@ -135,7 +175,8 @@ class PaymentMetrics:
         self.stripe_errors = Counter(
             "stripe_errors_total",
             "Failed calls to the Stripe API, by operation and error class "
-            "(timeout, connection, rate_limited, server_error, authentication, rejected, invalid_request).",
+            "(timeout, connection, rate_limited, server_error, authentication, rejected, invalid_request, "
+            "invalid_response).",
             ["operation", "error_type"],
             namespace=NAMESPACE,
             registry=r,
@@ -233,6 +274,10 @@ class PaymentMetrics:
             namespace=NAMESPACE,
             registry=r,
         )
+
+    def initialise(self, *label_sets: LabelSets) -> None:
+        """Create every series known in advance at 0 (once, when the application is built)."""
+        initialise_families(self, label_sets)
 
     def watch_pool(self, engine: Engine) -> None:
         """Expose the engine's pool occupancy and time its checkouts."""

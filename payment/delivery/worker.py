@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from payment.chain.errors import RpcError, RpcErrorKind
 from payment.core.config import DeliveryMode, Settings, SettingsError
 from payment.core.faults import crash_point
+from payment.core.metrics import LabelSets
 from payment.core.telemetry import Telemetry
 from payment.delivery import store
 from payment.delivery.chain import ChainAccess, to_units
@@ -31,13 +32,25 @@ from payment.delivery.store import FAR_FUTURE, DueDelivery
 from payment.delivery.treasury import Hold, TreasuryContext, advance_treasury_delivery, treasury_account
 from payment.delivery.verify import Verdict, check_transfer
 
-__all__ = ["LEASE_NAME", "DeliveryWorker"]
+__all__ = ["LEASE_NAME", "RECORDED_OUTCOMES", "DeliveryWorker", "metric_labels"]
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "delivery-worker"
 BATCH = 100
 _WAITING = (DeliveryStatus.pending.value, DeliveryStatus.held.value, DeliveryStatus.not_found.value)
+# The outcomes `_record` counts (`musdpay_delivery_total`): every status a delivery settles in, and `held`;
+# `pending` is where it starts, never an outcome.
+RECORDED_OUTCOMES = tuple(status for status in DeliveryStatus if status is not DeliveryStatus.pending)
+
+
+def metric_labels(settings: Settings) -> LabelSets:
+    """The delivery families' series of the configured mode, for `PaymentMetrics.initialise`."""
+    mode = settings.delivery_mode.value
+    return {
+        "deliveries": [(mode, outcome.value) for outcome in RECORDED_OUTCOMES],
+        "delivery_duration": [(mode,)],
+    }
 
 
 def _utcnow() -> datetime:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -31,25 +32,32 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core.config import Settings
 from payment.core.faults import crash_point
+from payment.core.metrics import LabelSets
 from payment.core.problems import Conflict, FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
 from payment.core.statements import DirectConnection, direct_transaction
 from payment.core.telemetry import Telemetry, current_traceparent
 from payment.delivery.outbox import DUE_STATUS, enqueue_delivery
 from payment.onramp import store
 from payment.onramp.schemas import CreateSessionRequest, normalize_wallet_address
-from payment.onramp.status import FINAL_STATUSES, SessionStatus, is_newer
+from payment.onramp.status import FINAL_STATUSES, SessionStatus, is_newer, rank
 from payment.onramp.store import SessionRecord
 from payment.onramp.stripe_gateway import OnrampGateway
 
 __all__ = [
+    "CREATE_FAILURE_REASONS",
+    "TRANSITIONS",
     "Applied",
     "CreateOutcome",
+    "Fee",
     "SessionPage",
     "Snapshot",
+    "TransitionSource",
     "apply_snapshot",
+    "create_failure_reason",
     "create_session",
     "get_session",
     "list_sessions",
+    "metric_labels",
     "parse_snapshot",
     "record_applied",
     "recover_stale_creations",
@@ -95,30 +103,104 @@ class Snapshot:
     transaction_fee_amount: Decimal | None
 
 
+class TransitionSource(StrEnum):
+    """What applied a status change: the `source` label of the transitions and the status history's column."""
+
+    api = "api"  # Stripe's answer to our create call
+    recovery = "recovery"  # the sweep finishing an interrupted creation
+    webhook = "webhook"  # a Stripe event
+
+
+class Fee(StrEnum):
+    """Stripe's fees on a session (`transaction_details.fees`): the `fee` label of `musdpay_onramp_fees_total`."""
+
+    transaction = "transaction"
+    network = "network"
+
+
+# Every status change record_applied can count: forward only (to a higher rank: `creating` is left for any
+# status Stripe answers, and a final status is never left), whatever applied it.
+TRANSITIONS: tuple[tuple[SessionStatus, SessionStatus], ...] = tuple(
+    (before, after)
+    for before in SessionStatus
+    if before not in FINAL_STATUSES
+    for after in SessionStatus
+    if rank(after) > rank(before)
+)
+
+# The `reason` label of failed creations: the slug of each problem create_session raises (any other is "other",
+# so the set stays closed).
+OTHER_REASON = "other"
+CREATE_FAILURE_REASONS = (
+    "validation-error",
+    "idempotency-key-reused",
+    "request-in-progress",
+    "stripe-not-configured",
+    "stripe-rejected",
+    "stripe-unavailable",
+    "stripe-rate-limited",
+    OTHER_REASON,
+)
+
+
+def create_failure_reason(problem: Problem) -> str:
+    return problem.slug if problem.slug in CREATE_FAILURE_REASONS else OTHER_REASON
+
+
 @dataclass(frozen=True)
 class Applied:
-    """A snapshot that changed a session: its status before and after (equal when only details changed)."""
+    """A snapshot that changed a session: its status before and after (equal when only details changed), and
+    the fees known once it is applied (the snapshot's, else those an earlier snapshot brought)."""
 
     session_id: str
     from_status: SessionStatus
     to_status: SessionStatus
-    source: str
+    source: TransitionSource
     currency: str
     amount: Decimal
     created_at: datetime
     at: datetime
+    transaction_fee: Decimal | None = None
+    network_fee: Decimal | None = None
+
+    @property
+    def fees(self) -> dict[Fee, Decimal]:
+        """The fees Stripe reported (a missing one is absent, not 0)."""
+        amounts = {Fee.transaction: self.transaction_fee, Fee.network: self.network_fee}
+        return {fee: amount for fee, amount in amounts.items() if amount is not None}
 
 
 def record_applied(telemetry: Telemetry, applied: Applied | None) -> None:
-    """Count a committed change: transitions, volume reaching a final status, time to fulfillment."""
+    """Count a committed change: transitions, volume reaching a final status, time to fulfillment and fees."""
     if applied is None or applied.from_status is applied.to_status:
         return
     metrics = telemetry.metrics
-    metrics.status_transitions.labels(applied.from_status.value, applied.to_status.value, applied.source).inc()
+    metrics.status_transitions.labels(applied.from_status.value, applied.to_status.value, applied.source.value).inc()
     if applied.to_status in FINAL_STATUSES and applied.from_status not in FINAL_STATUSES:
         metrics.payment_volume.labels(applied.currency, applied.to_status.value).inc(float(applied.amount))
         if applied.to_status is SessionStatus.fulfillment_complete:
             metrics.fulfillment_duration.observe(max((applied.at - applied.created_at).total_seconds(), 0.0))
+            for fee, amount in applied.fees.items():
+                metrics.fees.labels(applied.currency, fee.value).inc(float(amount))
+
+
+def metric_labels(settings: Settings) -> LabelSets:
+    """The label tuples of the onramp families known before their first event (`PaymentMetrics.initialise`)."""
+    currencies = settings.source_currencies
+    return {
+        "sessions_created": [
+            (source, destination, network)
+            for source in currencies
+            for destination in settings.destination_currencies
+            for network in settings.destination_networks
+        ],
+        "session_create_failures": [(reason,) for reason in CREATE_FAILURE_REASONS],
+        "status_transitions": [
+            (before.value, after.value, source.value) for before, after in TRANSITIONS for source in TransitionSource
+        ],
+        "payment_volume": [(currency, status.value) for currency in currencies for status in sorted(FINAL_STATUSES)],
+        "fees": [(currency, fee.value) for currency in currencies for fee in Fee],
+    }
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -202,11 +284,11 @@ async def create_session(
             raise
         crash_point(settings, "after_stripe_create")
         session = await run_db(
-            _attach, factory=factory, settings=settings, row=row, snapshot=snapshot, source="api",
+            _attach, factory=factory, settings=settings, row=row, snapshot=snapshot, source=TransitionSource.api,
             telemetry=telemetry, clock=clock,
         )  # fmt: skip
     except Problem as problem:
-        telemetry.metrics.session_create_failures.labels(problem.slug).inc()
+        telemetry.metrics.session_create_failures.labels(create_failure_reason(problem)).inc()
         raise
     return CreateOutcome(session=session, replayed=False)
 
@@ -315,7 +397,7 @@ def _create_at_stripe(
     row: SessionRecord,
     lease: datetime,
     *,
-    source: str,
+    source: TransitionSource,
     telemetry: Telemetry,
     clock: Clock,
 ) -> SessionRecord:
@@ -339,7 +421,7 @@ def _attach(
     settings: Settings,
     row: SessionRecord,
     snapshot: Snapshot,
-    source: str,
+    source: TransitionSource,
     telemetry: Telemetry,
     clock: Clock,
 ) -> SessionRecord:
@@ -391,7 +473,9 @@ def recover_stale_creations(
             continue
         handled += 1
         try:
-            _create_at_stripe(factory, gateway, settings, row, now, source="recovery", telemetry=telemetry, clock=clock)
+            _create_at_stripe(
+                factory, gateway, settings, row, now, source=TransitionSource.recovery, telemetry=telemetry, clock=clock
+            )
         except Problem as problem:
             log.warning("recovery of session %s abandoned: %s", row.id, problem.slug)
     return handled
@@ -444,7 +528,7 @@ def apply_snapshot(
     snapshot: Snapshot,
     *,
     position: tuple[int, str],
-    source: str,
+    source: TransitionSource,
     now: datetime,
 ) -> tuple[dict[str, Any], Applied | None]:
     """Apply Stripe's view of the session to `row` if it is newer than what it holds.
@@ -485,6 +569,8 @@ def apply_snapshot(
             amount=row.source_amount,
             created_at=row.created_at,
             at=now,
+            transaction_fee=changes.get("transaction_fee_amount", row.transaction_fee_amount),
+            network_fee=changes.get("network_fee_amount", row.network_fee_amount),
         )
     elif changes:
         changes["updated_at"] = now

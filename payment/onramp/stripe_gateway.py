@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 import aiohttp
@@ -20,14 +21,46 @@ import stripe
 from opentelemetry.trace import Span, SpanKind
 
 from payment.core.config import Settings
+from payment.core.metrics import LabelSets
 from payment.core.problems import Problem, UpstreamProblem
 from payment.core.telemetry import Telemetry
 
-__all__ = ["OnrampGateway", "StripeOnrampGateway", "StripeRejected", "build_stripe_client", "stripe_error_type"]
+__all__ = [
+    "OPERATION",
+    "OnrampGateway",
+    "StripeErrorType",
+    "StripeOnrampGateway",
+    "StripeRejected",
+    "build_stripe_client",
+    "metric_labels",
+    "stripe_error_type",
+]
 
 log = logging.getLogger(__name__)
 
 ONRAMP_SESSIONS_PATH = "/v1/crypto/onramp_sessions"
+OPERATION = "create_onramp_session"  # the `operation` label of the API's Stripe families (its only call)
+
+
+class StripeErrorType(StrEnum):
+    """The class of a failed Stripe call (`error_type` of `musdpay_stripe_errors_total`, and of the monitor's)."""
+
+    timeout = "timeout"
+    connection = "connection"
+    rate_limited = "rate_limited"
+    server_error = "server_error"
+    authentication = "authentication"
+    rejected = "rejected"  # Stripe refused the buyer (crypto_onramp_* codes)
+    invalid_request = "invalid_request"
+    invalid_response = "invalid_response"  # answered, but not with what we asked for
+
+
+def metric_labels() -> LabelSets:
+    """The label tuples of the API's Stripe families, for `PaymentMetrics.initialise`."""
+    return {
+        "stripe_request_duration": [(OPERATION,)],
+        "stripe_errors": [(OPERATION, error_type.value) for error_type in StripeErrorType],
+    }
 
 
 class StripeRejected(Problem):
@@ -136,8 +169,8 @@ class StripeOnrampGateway:
         started = time.perf_counter()
 
         def on_error(exc: stripe.StripeError) -> Problem:
-            error_type = stripe_error_type(exc)
-            metrics.stripe_errors.labels(_OPERATION, error_type).inc()
+            error_type = stripe_error_type(exc).value
+            metrics.stripe_errors.labels(OPERATION, error_type).inc()
             span.set_attribute("error.type", error_type)
             return _translate(exc)
 
@@ -146,7 +179,7 @@ class StripeOnrampGateway:
             kind=SpanKind.CLIENT,
             attributes={
                 "peer.service": "stripe",
-                "stripe.operation": _OPERATION,
+                "stripe.operation": OPERATION,
                 "http.request.method": "POST",
                 "url.path": ONRAMP_SESSIONS_PATH,
             },
@@ -154,16 +187,13 @@ class StripeOnrampGateway:
             try:
                 yield span, on_error
             finally:
-                metrics.stripe_request_duration.labels(_OPERATION).observe(time.perf_counter() - started)
-
-
-_OPERATION = "create_onramp_session"
+                metrics.stripe_request_duration.labels(OPERATION).observe(time.perf_counter() - started)
 
 
 def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, Any]:
     data = response.data
     if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
-        telemetry.metrics.stripe_errors.labels(_OPERATION, "invalid_response").inc()
+        telemetry.metrics.stripe_errors.labels(OPERATION, StripeErrorType.invalid_response.value).inc()
         raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
     span.set_attribute("http.response.status_code", response.code)
     if response.request_id:
@@ -171,22 +201,22 @@ def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, 
     return dict(data)
 
 
-def stripe_error_type(exc: stripe.StripeError) -> str:
+def stripe_error_type(exc: stripe.StripeError) -> StripeErrorType:
     """A low-cardinality class of the failure, for metrics and spans (`musdpay_stripe_errors_total`; the monitor
     classifies its probes' failures with it too)."""
     if isinstance(exc, stripe.APIConnectionError):
-        return "timeout" if _timed_out(exc) else "connection"
+        return StripeErrorType.timeout if _timed_out(exc) else StripeErrorType.connection
     status = exc.http_status or 0
     if status == 429:
-        return "rate_limited"
+        return StripeErrorType.rate_limited
     if status >= 500:
-        return "server_error"
+        return StripeErrorType.server_error
     if status in (401, 403):
-        return "authentication"
+        return StripeErrorType.authentication
     code = getattr(exc.error, "code", None) or exc.code or ""
     if code.startswith("crypto_onramp_"):
-        return "rejected"
-    return "invalid_request"
+        return StripeErrorType.rejected
+    return StripeErrorType.invalid_request
 
 
 def _timed_out(exc: stripe.APIConnectionError) -> bool:

@@ -25,15 +25,31 @@ from payment.auth import audit
 from payment.core.config import Settings
 from payment.core.db import core_transaction
 from payment.core.faults import crash_point
-from payment.core.metrics import event_type_label
+from payment.core.metrics import KNOWN_EVENT_TYPES, OTHER_EVENT_TYPE, LabelSets, event_type_label
 from payment.core.problems import FieldError, NotFound, Problem, UpstreamProblem, ValidationProblem
 from payment.core.statements import DirectConnection, Statement, direct_on, direct_transaction
 from payment.core.telemetry import Telemetry, link_current_span
 from payment.onramp import store
-from payment.onramp.service import Applied, apply_snapshot, parse_snapshot, record_applied, write_snapshot
+from payment.onramp.service import (
+    Applied,
+    TransitionSource,
+    apply_snapshot,
+    parse_snapshot,
+    record_applied,
+    write_snapshot,
+)
 from payment.webhooks.models import WebhookEvent
 
-__all__ = ["InvalidSignature", "Outcome", "ingest_event", "replay_event", "verify_signature"]
+__all__ = [
+    "UNVERIFIED_TYPE",
+    "Failure",
+    "InvalidSignature",
+    "Outcome",
+    "ingest_event",
+    "metric_labels",
+    "replay_event",
+    "verify_signature",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +66,26 @@ class Outcome(StrEnum):
     unknown_session = "unknown_session"  # no session of ours matches
     ignored = "ignored"  # an event type we do not act on
     duplicate = "duplicate"  # seen before (never stored: the first record stands)
+
+
+class Failure(StrEnum):
+    """The other outcomes of `musdpay_webhook_events_total`: deliveries that record nothing."""
+
+    invalid_signature = "invalid_signature"  # refused before reading the payload (type UNVERIFIED_TYPE)
+    invalid_payload = "invalid_payload"  # signed, but not an event (type UNVERIFIED_TYPE)
+    failed = "failed"  # an error while recording or applying it: Stripe will retry
+
+
+# The `type` label of a delivery whose event type was not read (the payload is untrusted or not an event).
+UNVERIFIED_TYPE = "unknown"
+
+
+def metric_labels() -> LabelSets:
+    """The (type, outcome) pairs of `musdpay_webhook_events_total`, for `PaymentMetrics.initialise`."""
+    types = (*sorted(KNOWN_EVENT_TYPES), OTHER_EVENT_TYPE)
+    unread = [(UNVERIFIED_TYPE, Failure.invalid_signature.value), (UNVERIFIED_TYPE, Failure.invalid_payload.value)]
+    outcomes = (*(outcome.value for outcome in Outcome), Failure.failed.value)
+    return {"webhook_events": unread + [(kind, outcome) for kind in types for outcome in outcomes]}
 
 
 class InvalidSignature(Problem):
@@ -124,7 +160,7 @@ def ingest_event(
         try:
             event = _parse_event(payload)
         except Problem:
-            metrics.webhook_events.labels("unknown", "invalid_payload").inc()
+            metrics.webhook_events.labels(UNVERIFIED_TYPE, Failure.invalid_payload.value).inc()
             raise
         event_id: str = event["id"]
         event_type: str = event["type"]
@@ -132,7 +168,7 @@ def ingest_event(
         try:
             result, applied = _record_and_apply(factory, settings, telemetry, event, payload, clock())
         except Exception:
-            metrics.webhook_events.labels(event_type_label(event_type), "failed").inc()
+            metrics.webhook_events.labels(event_type_label(event_type), Failure.failed.value).inc()
             raise
         span.set_attribute("musdpay.webhook.outcome", result.outcome.value)
         if result.session_id:
@@ -200,7 +236,7 @@ def _apply(
         return Outcome.unknown_session, None, None, False
     link_current_span(row.creation_traceparent)
     changes, applied = apply_snapshot(
-        row, snapshot, position=(event["created"], event["id"]), source="webhook", now=now
+        row, snapshot, position=(event["created"], event["id"]), source=TransitionSource.webhook, now=now
     )
     enqueued = write_snapshot(conn, row, changes, applied, event["id"], settings=settings)
     return (Outcome.processed if applied else Outcome.out_of_order), row.id, applied, enqueued

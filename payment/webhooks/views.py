@@ -48,7 +48,7 @@ async def stripe_webhook(request: Request) -> Response:
         )
     except service.InvalidSignature:
         # The payload is untrusted, so its event type is not read.
-        telemetry.metrics.webhook_events.labels("unknown", "invalid_signature").inc()
+        telemetry.metrics.webhook_events.labels(service.UNVERIFIED_TYPE, service.Failure.invalid_signature.value).inc()
         raise
     result = await state.run_db(
         service.ingest_event, factory=state.factory, settings=settings, telemetry=telemetry, payload=payload
