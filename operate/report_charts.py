@@ -106,7 +106,7 @@ def latency_chart(provider: ProviderLatency) -> str | None:
         ax.plot(times, [v * 1000 for _, v in series.points], label=f"p{q * 100:g}", color=PALETTE[i % len(PALETTE)])
     ax.set_ylabel("eth_blockNumber (ms)")
     ax.set_title(_text(f"{provider.provider}: probe latency quantiles"))
-    ax.legend(loc="upper left")
+    ax.legend(loc="best")
     _time_axis(ax)
     return _uri(figure)
 

@@ -136,9 +136,9 @@ class _Collector:
             found.append(LabelledFigure(labels, Figure(_key(key, *labels), _value(item["value"][1]), query)))
         return _Found(query, key, tuple(sorted(found, key=lambda lf: lf.labels)))
 
-    def range(self, expr: str, *, step: int | None = None) -> RangeResult:
+    def range(self, expr: str, *, step: int | None = None, start: int | None = None) -> RangeResult:
         step = self.period.step if step is None else step
-        query = Query(expr, start=self.period.start, end=self.period.end, step=step)
+        query = Query(expr, start=self.period.start if start is None else start, end=self.period.end, step=step)
         self.ran.append(query)
         result = self.client.query_range(expr, query.start or 0, query.end or 0, step)
         series = []
@@ -309,8 +309,9 @@ def _fees(c: _Collector) -> Fees:
 
 def _alerts(c: _Collector) -> Alerts:
     step = c.period.alert_step
-    result = c.range(QUERIES["alerts"].format(w=promql_duration(step)), step=step)
-    first = c.period.start + step  # query_range evaluates at start, start + step, ...; the first covers one step
+    # Each point covers the step before it, so the first point is one step in: nothing before the period counts.
+    first = min(c.period.start + step, c.period.end)
+    result = c.range(QUERIES["alerts"].format(w=promql_duration(step)), step=step, start=first)
     episodes = []
     for series in result.series:
         labels = dict(series.labels)

@@ -199,7 +199,9 @@ def _availability(report: Report) -> str:
             items = "".join(
                 f'<li data-day="{day.day.isoformat()}"><strong>{day.day.isoformat()}</strong>'
                 f"{' (partial day: ' + _e(_span(day.seconds)) + ')' if not day.full else ''}: "
-                f"{_e(percent(f.value or 0.0))} of probes answered, target {_e(percent(p.target.value, 2))}</li>"
+                f"{_e(percent(f.value or 0.0))} of probes answered, target {_e(percent(p.target.value, 2))}: "
+                f"about {_e(_span((1 - (f.value or 0.0)) * day.seconds))} unavailable, "
+                f"{_e(_span((1 - p.target.value) * day.seconds))} allowed</li>"
                 for day, f in breaches
             )
             out.append(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from operate.report_period import Period, parse_duration, parse_time
 from tests.support.backfill import BackfilledPrometheus, OpenMetrics, backfilled_prometheus
 from tests.support.services import ROOT, free_port, musdpay_command
 
@@ -343,3 +344,35 @@ def test_an_unreachable_prometheus_is_one_line_and_exit_1(tmp_path: Path) -> Non
     assert len(lines) == 1, done.stderr
     assert "cannot be reached" in lines[0]
     assert not out.exists()
+
+
+def test_durations_times_days_and_steps() -> None:
+    assert [parse_duration(d) for d in ("30d", "7d", "24h", "90m", "1h30m", "15s")] == [
+        30 * DAY,
+        7 * DAY,
+        DAY,
+        5400,
+        5400,
+        15,
+    ]
+    for bad in ("", "30", "d", "-1d", "1x", "0s", "1d garbage"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+    assert parse_time("2026-05-01") == datetime(2026, 5, 1, tzinfo=UTC)
+    assert parse_time("2026-05-01T02:00:00+02:00") == datetime(2026, 5, 1, tzinfo=UTC)
+    assert parse_time("1777593600") == datetime.fromtimestamp(1777593600, tz=UTC)
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("yesterday")
+    # A few minutes of a live run: one partial day, steps no finer than the scrape interval.
+    live = Period.of(
+        parse_time("2026-05-01T23:58:00Z"), parse_time("2026-05-02T00:03:00Z"), scrape_interval=1, evaluation_interval=1
+    )
+    assert [(d.day.isoformat(), d.seconds, d.full) for d in live.days()] == [
+        ("2026-05-01", 120, False),
+        ("2026-05-02", 180, False),
+    ]
+    assert (live.step, live.rate_window, live.alert_step) == (2, 4, 1)
+    month = Period.of(parse_time("2026-05-01"), parse_time("2026-05-31"), scrape_interval=15, evaluation_interval=15)
+    assert len(month.days()) == 30
+    assert all(d.full for d in month.days())
+    assert (month.step, month.rate_window, month.alert_step) == (12960, 12960, 260)
