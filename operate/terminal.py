@@ -53,7 +53,9 @@ def run_status(
     """Show the status once (or every `watch` seconds) and return the exit code."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    console = Console(file=out, highlight=False, soft_wrap=False)
+    # Into a pipe or a log, rich would assume 80 columns and fold the runbook links: give them room.
+    width = None if out.isatty() else 160
+    console = Console(file=out, highlight=False, soft_wrap=False, width=width)
     with PrometheusClient(url) as client:
         try:
             status = collect_status(client, clock())

@@ -225,8 +225,8 @@ def test_a_broken_provider_pages_within_the_shipped_90_s_and_status_shows_it(pla
 
         during = _status(platform)
         assert during.returncode == 2, during.stdout + during.stderr
-        assert "RpcProviderDown" in during.stdout
-        assert "docs/runbooks/RpcProviderDown.md" in during.stdout
+        assert "RpcProviderDown" in during.stdout, during.stdout
+        assert "docs/runbooks/RpcProviderDown.md" in during.stdout, during.stdout
         document = json.loads(_status(platform, "--json").stdout)
         assert "RpcProviderDown" in json.dumps(document)
     finally:
