@@ -4,12 +4,14 @@ One platform for the module, with the shipped rules, routing, templates and inte
 alertmanager.yml's group timings, monitor.yml's 5 s probes): every scrape target is up and every rule group
 loaded; the README's purchase runs; a fault at the spectrum proxy pages PagerDuty and posts to Slack with the
 runbook link within the shipped 90 s, `musdpay status` shows it (exit 2), then nothing critical once healed (exit
-0); `musdpay report` over the run renders; Ctrl-C stops every child and exits 0. Tests run in file order.
+0); `musdpay report` over the run gives what Prometheus gives; Ctrl-C stops every child and exits 0. Tests run in
+file order.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import socket
@@ -18,6 +20,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +244,26 @@ def test_a_broken_provider_pages_within_the_shipped_90_s_and_status_shows_it(pla
     wait_until(lambda: _status(platform).returncode == 0, timeout=60, what="status: nothing critical firing")
 
 
-def test_the_report_over_the_run_renders(platform: Platform, tmp_path: Path) -> None:
+class _Figures(HTMLParser):
+    """The report's figure cells: data-figure, data-value and the query in the title."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if "data-figure" in values:
+            self.figures.append(values)
+
+
+def test_the_report_over_the_run_gives_what_prometheus_gives(platform: Platform, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
+    until = int(time.time())
     result = subprocess.run(
-        musdpay_command("report", "--prometheus", platform.prometheus, "--since", "15m", "--out", str(out)),
+        musdpay_command(
+            "report", "--prometheus", platform.prometheus, "--since", "15m", "--until", str(until), "--out", str(out)
+        ),
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -252,9 +272,36 @@ def test_the_report_over_the_run_renders(platform: Platform, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     html = out.read_text()
-    assert "spectrum" in html
-    assert "RpcProviderDown" in html
+    assert "RpcProviderDown" in html  # the alert of the outage above, with how long it fired
     assert not re.search(r"""(src|href)=["']https?://""", html)
+    parser = _Figures()
+    parser.feed(html)
+    checked = 0
+    for figure in parser.figures:
+        found = re.fullmatch(r"(?s)(.+)  \(instant at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC\)", figure.get("title", ""))
+        if not found:
+            continue  # figures computed from others (cost) or from the monitor config
+        at = datetime.strptime(found.group(2), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+        body = httpx.get(
+            f"{platform.prometheus}/api/v1/query", params={"query": found.group(1), "time": at}, timeout=10
+        ).json()
+        # The series this cell shows: those whose label values (`by (provider)`, ...) are all in its key.
+        parts = set(figure["data-figure"].split("/"))
+        values = [
+            float(item["value"][1])
+            for item in body["data"]["result"]
+            if set(item["metric"].values()) <= parts and not math.isnan(float(item["value"][1]))
+        ]
+        if figure["data-value"] == "":
+            assert values == [], (figure, values)
+        else:
+            assert len(values) == 1, (figure, body["data"]["result"])
+            assert math.isclose(float(figure["data-value"]), values[0], rel_tol=1e-9), (figure, values)
+        checked += 1
+    assert checked >= 10, parser.figures
+    keys = " ".join(figure["data-figure"] for figure in parser.figures)
+    assert "spectrum" in keys
+    assert "public" in keys
 
 
 def test_ctrl_c_stops_every_child_and_exits_0(platform: Platform) -> None:
