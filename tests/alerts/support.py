@@ -31,6 +31,7 @@ __all__ = [
     "promtool",
     "running_alertmanager",
     "running_prometheus",
+    "serving_prometheus",
 ]
 
 PAGERDUTY_KEY = "R0UT1NGK3Y0123456789ABCDEFabcdef"  # 32 characters, like an integration key
@@ -151,6 +152,28 @@ class Prometheus:
 
 
 @contextmanager
+def serving_prometheus(home: Path, config_path: Path, *flags: str) -> Iterator[tuple[str, ChildProcess]]:
+    """The prometheus binary on a free port with this config, its TSDB in `home/data`; yields (URL, process) once
+    ready, and stops it at the end."""
+    port = free_port()
+    args = [
+        prometheus_binary(),
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={home / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+        *flags,
+    ]
+    process = start_process(args, env={}, log_path=home / "prometheus.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(f"{url}/-/ready", process)
+        yield url, process
+    finally:
+        process.stop()
+
+
+@contextmanager
 def running_prometheus(
     tmp_path: Path,
     targets: Mapping[str, str],
@@ -159,7 +182,6 @@ def running_prometheus(
     scrape_interval: str = "1s",
     evaluation_interval: str = "1s",
 ) -> Iterator[Prometheus]:
-    binary = prometheus_binary()
     home = tmp_path / f"prometheus-{free_port()}"
     home.mkdir()
     config = prometheus_config(
@@ -167,22 +189,8 @@ def running_prometheus(
     )
     config_path = home / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    port = free_port()
-    args = [
-        binary,
-        f"--config.file={config_path}",
-        f"--storage.tsdb.path={home / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--enable-feature=exemplar-storage",
-        "--log.level=warn",
-    ]
-    process = start_process(args, env={}, log_path=home / "prometheus.log")
-    prometheus = Prometheus(url=f"http://127.0.0.1:{port}", process=process)
-    try:
-        _wait_ready(f"{prometheus.url}/-/ready", process)
-        yield prometheus
-    finally:
-        process.stop()
+    with serving_prometheus(home, config_path, "--enable-feature=exemplar-storage") as (url, process):
+        yield Prometheus(url=url, process=process)
 
 
 def _wait_ready(url: str, process: ChildProcess) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
-from tests.alerts.support import prometheus_binary, promtool
-from tests.support.services import ChildProcess, free_port, start_process, wait_http_ok
+from tests.alerts.support import promtool, serving_prometheus
+from tests.support.services import ChildProcess, free_port
 
 __all__ = ["BackfilledPrometheus", "OpenMetrics", "backfilled_prometheus", "label_value"]
 
@@ -113,7 +113,6 @@ def backfilled_prometheus(
     retention: str = "3650d",
 ) -> Iterator[BackfilledPrometheus]:
     """Prometheus serving `history` (None: an empty Prometheus), with no scrape target and no rule."""
-    binary = prometheus_binary()
     home = tmp_path / f"prometheus-{free_port()}"
     home.mkdir()
     data = home / "data"
@@ -124,20 +123,9 @@ def backfilled_prometheus(
         f"global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {evaluation_interval}\n",
         encoding="utf-8",
     )
-    port = free_port()
-    args = [
-        binary,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={data}",
-        f"--storage.tsdb.retention.time={retention}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    process = start_process(args, env={}, log_path=home / "prometheus.log")
-    prometheus = BackfilledPrometheus(url=f"http://127.0.0.1:{port}", process=process)
-    try:
-        wait_http_ok(f"{prometheus.url}/-/ready", process)
-        yield prometheus
-    finally:
-        prometheus.client.close()
-        process.stop()
+    with serving_prometheus(home, config, f"--storage.tsdb.retention.time={retention}") as (url, process):
+        prometheus = BackfilledPrometheus(url=url, process=process)
+        try:
+            yield prometheus
+        finally:
+            prometheus.client.close()
