@@ -120,16 +120,13 @@ class Tools:
     alertmanager: str | None
 
 
-def find_tools() -> Tools:
+def find_tools(path: str | None = None) -> Tools:
+    """Prometheus and Alertmanager on the PATH (Debian names the latter prometheus-alertmanager)."""
+
     def which(*names: str) -> str | None:
-        return next((found for name in names if (found := shutil.which(name) or _sbin(name))), None)
+        return next((found for name in names if (found := shutil.which(name, path=path))), None)
 
     return Tools(prometheus=which("prometheus"), alertmanager=which("prometheus-alertmanager", "alertmanager"))
-
-
-def _sbin(name: str) -> str | None:
-    path = Path("/usr/bin") / name
-    return str(path) if path.is_file() else None
 
 
 def _musdpay(*args: str) -> list[str]:

@@ -356,3 +356,34 @@ def test_a_port_given_twice_is_refused() -> None:
         PortInUse, match=r"given to both the payment API and Prometheus: move one \(--prometheus-port\)"
     ):
         check_ports(DevPorts(**ports))
+
+
+def test_without_prometheus_and_alertmanager_it_says_how_to_install_them_and_runs_the_rest(tmp_path: Path) -> None:
+    require_anvil()
+    ports = dict(zip(PORT_FLAGS, distinct_free_ports(len(PORT_FLAGS)), strict=True))
+    args = [arg for name, port in ports.items() for arg in (PORT_FLAGS[name][0], str(port))]
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    process = start_process(
+        musdpay_command("dev", *args, "--state-dir", str(tmp_path / "state")),
+        env={"PATH": str(empty)},  # nothing to find: the interpreter and anvil are found by their own paths
+        log_path=tmp_path / "dev.log",
+    )
+    try:
+        wait_until(
+            lambda: "Development operator API key" in process.log() or not process.alive(),
+            timeout=120,
+            what="musdpay dev to start",
+        )
+        assert process.alive(), process.log()
+        log = process.log()
+        assert "sudo apt-get install prometheus prometheus-alertmanager" in log
+        assert "Prometheus" not in log.split("musdpay dev: the local platform")[1].split("Receivers")[0]
+        assert httpx.get(f"http://127.0.0.1:{ports['api']}/readyz", timeout=10).status_code == 200
+        urls = json.loads((tmp_path / "state" / "dev.json").read_text())
+        assert "prometheus" not in urls
+        assert "alertmanager" not in urls
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.popen.wait(timeout=90) == 0, process.log()[-3000:]
+    finally:
+        process.kill()
