@@ -7,6 +7,9 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: run test lint typecheck unit bench clean
 
+# The suite's slow scenarios mostly wait (alert timings, chain confirmations): two workers overlap them.
+PYTEST_WORKERS ?= 2
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -40,7 +43,7 @@ typecheck: $(STAMP)
 test: $(STAMP) $(NODE_STAMP) lint typecheck
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-tools.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/api.py

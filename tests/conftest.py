@@ -1,4 +1,5 @@
-"""Shared fixtures: a clean environment for Settings, and databases on both backends."""
+"""Shared fixtures: a clean environment for Settings, and databases on both backends; and how the suite is split
+between pytest-xdist workers (`make test` runs `-n 2 --dist loadgroup`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ import pytest
 from tests.support.services import temporary_postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
+TESTS = Path(__file__).parent
+
+# Tests that must share one worker beyond their module: the benchmarks measure (one at a time, so they do not
+# load each other's machine share), and the live stack is one per worker session (tests/alerts/livestack.py).
+GROUPS = {
+    TESTS / "bench": "bench",
+    TESTS / "alerts" / "test_live_outage.py": "live-stack",
+    TESTS / "dashboards" / "test_live_queries.py": "live-stack",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test runs on the same worker as the rest of its module (module fixtures are built once and tests run
+    in file order, as without xdist), or of its group above."""
+    for item in items:
+        path = Path(item.path)
+        group = next((name for where, name in GROUPS.items() if path == where or where in path.parents), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(autouse=True)
