@@ -38,6 +38,7 @@ from alerts.local import (
     write_capture_secrets,
 )
 from musdpay.supervisor import StartError, Stopped, Supervisor
+from payment.core.logs import redact
 
 __all__ = ["DEV_STRIPE_KEY", "DEV_WEBHOOK_SECRET", "DevOptions", "DevPorts", "PortInUse", "check_ports", "run_dev"]
 
@@ -191,6 +192,8 @@ class DevPlatform:
             self._payments()
             if tools.prometheus:
                 self._prometheus(tools.prometheus, manager)
+            self._write_urls()
+            supervisor.say(self._table(operator_key, tools))
         except Stopped:
             supervisor.stop()
             return 0
@@ -198,8 +201,13 @@ class DevPlatform:
             supervisor.say(f"musdpay dev: {exc}; stopping")
             supervisor.stop()
             return 1
-        self._write_urls()
-        supervisor.say(self._table(operator_key, tools))
+        except Exception as exc:  # the database refused, a bug: the children (own sessions) must not outlive us
+            supervisor.say(f"musdpay dev: {type(exc).__name__}: {redact(str(exc))}; stopping")
+            supervisor.stop()
+            return 1
+        except BaseException:
+            supervisor.stop()
+            raise
         if not (tools.prometheus and tools.alertmanager):
             supervisor.say(
                 "Prometheus or Alertmanager is not installed, so no rule is evaluated and no alert is routed: "

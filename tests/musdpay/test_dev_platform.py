@@ -387,3 +387,29 @@ def test_without_prometheus_and_alertmanager_it_says_how_to_install_them_and_run
         assert process.popen.wait(timeout=90) == 0, process.log()[-3000:]
     finally:
         process.kill()
+
+
+def test_a_database_that_cannot_be_used_stops_everything_with_a_message(tmp_path: Path) -> None:
+    require_anvil()
+    ports = dict(zip(PORT_FLAGS, distinct_free_ports(len(PORT_FLAGS)), strict=True))
+    args = [arg for name, port in ports.items() for arg in (PORT_FLAGS[name][0], str(port))]
+    closed = free_port()
+    process = start_process(
+        musdpay_command("dev", *args, "--state-dir", str(tmp_path / "state")),
+        env={"MUSDPAY_DATABASE_URL": f"postgresql+psycopg://musdpay:hunter2secret@127.0.0.1:{closed}/nothing"},
+        log_path=tmp_path / "dev.log",
+    )
+    children: list[ProcessId] = []
+
+    def gone() -> bool:
+        children.extend(child for child in descendants(process.popen.pid) if child not in children)
+        return not process.alive()
+
+    try:
+        wait_until(gone, timeout=120, interval=0.2, what="musdpay dev to give up")
+    finally:
+        process.kill()
+    assert process.popen.returncode == 1, process.log()
+    assert "musdpay dev: OperationalError" in process.log()
+    assert "hunter2secret" not in process.log()
+    assert [child for child in children if alive(child)] == []
