@@ -26,5 +26,7 @@ class WebhookEvent(Base):
     session_id: Mapped[str | None] = mapped_column(String(36))
     stripe_object_id: Mapped[str | None] = mapped_column(String(255))
     payload: Mapped[str] = mapped_column(Text)
+    # webhook (delivered to our endpoint) | reconcile (found by reconciliation's List Events)
+    origin: Mapped[str] = mapped_column(String(16), default="webhook", server_default="webhook")
 
     __table_args__ = (Index("ix_webhook_events_processed_at", "processed_at"),)
