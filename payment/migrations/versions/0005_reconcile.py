@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_reconcile_state")),
     )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("origin", sa.String(length=16), nullable=False, server_default="webhook")
-        )
+        batch_op.add_column(sa.Column("origin", sa.String(length=16), nullable=False, server_default="webhook"))
 
 
 def downgrade() -> None:
