@@ -351,6 +351,9 @@ def sandbox() -> None:
     help="Drive every new session to this status automatically.",
 )
 @click.option("--auto-advance-delay", type=float, default=0.2, show_default=True)
+@click.option("--delivery-max-attempts", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--delivery-backoff-base", type=click.FloatRange(min=0), default=0.5, show_default=True, help="Seconds.")
+@click.option("--delivery-backoff-cap", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds.")
 @click.option(
     "--chain",
     "chain_info",
@@ -365,6 +368,9 @@ def sandbox_stripe(
     api_key: str | None,
     auto_advance: str | None,
     auto_advance_delay: float,
+    delivery_max_attempts: int,
+    delivery_backoff_base: float,
+    delivery_backoff_cap: float,
     chain_info: str | None,
 ) -> None:
     """Run the Stripe Crypto Onramp emulator."""
@@ -387,6 +393,9 @@ def sandbox_stripe(
             api_key=api_key,
             auto_advance=auto_advance,
             auto_advance_delay=auto_advance_delay,
+            delivery_max_attempts=delivery_max_attempts,
+            delivery_backoff_base=delivery_backoff_base,
+            delivery_backoff_cap=delivery_backoff_cap,
         ),
         fulfiller=fulfiller,
     )

@@ -73,6 +73,8 @@ def api_routes(emulator: Emulator) -> list[Route]:
         return 200, _list(emulator.endpoints, call, "webhook endpoint", lambda e: e.obj)
 
     def list_events(call: ApiCall) -> tuple[int, Any]:
+        # Stripe's filters: type or types[], created[gt|gte|lt|lte] (in _list), delivery_success; 30 days kept.
+        emulator.expire_events()
         params = call.params
         if params.has("type") and params.has("types"):
             raise invalid_request(
@@ -80,9 +82,16 @@ def api_routes(emulator: Emulator) -> list[Route]:
             )
         single = params.string("type")
         several = params.array("types")
+        # true: delivered to every endpoint that wanted it; false: an endpoint's retries ran out without a 2xx.
+        # An event still being retried is neither.
+        delivery_success = params.boolean("delivery_success")
 
         def keep(event: StoredEvent) -> bool:
             event_type = event.type
+            if delivery_success is True and (event.pending or event.failed):
+                return False
+            if delivery_success is False and not event.failed:
+                return False
             if single is not None:  # Stripe allows one trailing wildcard: type=crypto.*
                 return event_type.startswith(single[:-1]) if single.endswith("*") else event_type == single
             return several is None or event_type in several
@@ -93,7 +102,7 @@ def api_routes(emulator: Emulator) -> list[Route]:
             "event",
             lambda e: e.obj,
             keep=keep,
-            extra=("type", "types"),
+            extra=("type", "types", "delivery_success"),
             created_of=lambda e: e.created,
         )
 

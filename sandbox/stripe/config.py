@@ -6,6 +6,8 @@ environment: the emulator is a development stand-in and takes everything explici
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -44,3 +46,7 @@ class EmulatorConfig:
     max_objects: int = 100_000  # about 3 kB per session and 1.5 kB per event
     max_idempotency_keys: int = 200_000
     max_delivery_log: int = 100_000
+    # Events older than this are forgotten, as Stripe keeps them 30 days (List Events and retrieval).
+    event_retention_seconds: float = 30 * 86400
+    # The emulator's clock (unix seconds): events' `created` and their retention; tests may move it.
+    clock: Callable[[], float] = time.time

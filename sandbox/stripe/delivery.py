@@ -8,7 +8,9 @@ transport of transport.py for http:// URLs):
   go one after another, so the steps of one session arrive in order (unless `shuffle` is on);
 - a non-2xx answer, a timeout or a connection error is retried after
   `min(cap, base * 2**(attempt-1))` seconds scaled by a random factor in [0.5, 1], up to
-  `delivery_max_attempts`; retries are timers, not sleeping tasks;
+  `delivery_max_attempts`; retries are timers, not sleeping tasks; once they are exhausted the event's
+  delivery to that endpoint is reported failed (`on_failed`: List Events' `delivery_success=false`), and a 2xx
+  reports it delivered (`on_delivered`);
 - fault `duplicate_rate` sends a delivery a second time (a separate attempt chain, flagged `duplicate`);
 - fault `shuffle` holds ready deliveries in a window (up to SHUFFLE_WINDOW, at most SHUFFLE_HOLD seconds),
   permutes it and sends it one by one, so the receiver sees them in exactly that permuted order.
@@ -57,11 +59,13 @@ class DeliveryWorker:
         faults: FaultInjector,
         endpoint: Callable[[str], WebhookEndpoint | None],
         on_delivered: Callable[[str, str], None],
+        on_failed: Callable[[str, str], None] = lambda _event, _endpoint: None,
     ) -> None:
         self._config = config
         self._faults = faults
         self._endpoint = endpoint
         self._on_delivered = on_delivered
+        self._on_failed = on_failed
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=config.max_delivery_log)
         self._ready: collections.deque[Attempt] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -193,6 +197,8 @@ class DeliveryWorker:
             self._schedule(replace(attempt, number=attempt.number + 1), retry_in)
         if delivered:
             self._on_delivered(attempt.event_id, attempt.endpoint_id)
+        elif retry_in is None and not attempt.duplicate:  # the last attempt of the event's own chain
+            self._on_failed(attempt.event_id, attempt.endpoint_id)
         self.log.append(
             {
                 "event_id": attempt.event_id,

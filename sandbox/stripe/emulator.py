@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.stripe.config import DEFAULT_API_VERSION, EmulatorConfig
@@ -55,11 +55,13 @@ class StoredEvent:
     created: int
     payload: bytes
     pending: set[str]  # endpoint ids not yet delivered to
+    failed: set[str] = field(default_factory=set)  # endpoint ids whose retries ran out without a 2xx
 
     @property
     def obj(self) -> dict[str, Any]:
         event: dict[str, Any] = json.loads(self.payload)
-        event["pending_webhooks"] = len(self.pending)
+        # Stripe counts every endpoint not yet answered with a 2xx, those it gave up on included.
+        event["pending_webhooks"] = len(self.pending) + len(self.failed)
         return event
 
 
@@ -76,7 +78,7 @@ class Emulator:
         self.refunds: Collection[dict[str, Any]] = Collection(config.max_objects)
         self.disputes: Collection[dict[str, Any]] = Collection(config.max_objects)
         self.idempotency = IdempotencyStore(config.max_idempotency_keys)
-        self.delivery = DeliveryWorker(config, self.faults, self.endpoints.get, self._delivered)
+        self.delivery = DeliveryWorker(config, self.faults, self.endpoints.get, self._delivered, self._failed)
         self._factory = SessionFactory(config)
         self._drivers: set[asyncio.Task[None]] = set()
         # One secret for the endpoints given at start, so the client can be configured with one value.
@@ -102,6 +104,8 @@ class Emulator:
     # sessions
 
     def create_session(self, params: Params) -> SessionRecord:
+        if (refusal := self.faults.onramp_refusal()) is not None:
+            raise refusal
         record = self._factory.create(params)
         self.sessions.add(record.id, record)
         if self.config.auto_advance is not None:
@@ -172,9 +176,11 @@ class Emulator:
             previous_attributes=previous,
             api_version=DEFAULT_API_VERSION,
             pending_webhooks=len(endpoints),
+            created=int(self.config.clock()),
         )
         payload = json.dumps(event, separators=(",", ":")).encode()
         stored = StoredEvent(event["id"], event_type, event["created"], payload, {e.id for e in endpoints})
+        self.expire_events()
         self.events.add(stored.id, stored)
         for endpoint in endpoints:
             self.delivery.enqueue(Attempt(event["id"], event_type, obj.get("id"), endpoint.id, payload))
@@ -183,3 +189,15 @@ class Emulator:
         stored = self.events.get(event_id)
         if stored is not None:
             stored.pending.discard(endpoint_id)
+            stored.failed.discard(endpoint_id)
+
+    def _failed(self, event_id: str, endpoint_id: str) -> None:
+        stored = self.events.get(event_id)
+        if stored is not None and endpoint_id in stored.pending:
+            stored.pending.discard(endpoint_id)
+            stored.failed.add(endpoint_id)
+
+    def expire_events(self) -> None:
+        """Forget events older than the retention (30 days at Stripe), by the emulator's clock."""
+        cutoff = self.config.clock() - self.config.event_retention_seconds
+        self.events.evict_oldest_while(lambda event: event.created < cutoff)

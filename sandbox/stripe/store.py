@@ -88,6 +88,20 @@ class Collection(Generic[T]):
                     break
         return picked
 
+    def evict_oldest_while(self, expired: Callable[[T], bool]) -> int:
+        """Forget the oldest objects as long as `expired` holds for the oldest one (retention); returns how many."""
+        removed = 0
+        while self._items:
+            while self._order[self._head] is None:
+                self._head += 1
+            oldest = self._order[self._head]
+            assert oldest is not None
+            if not expired(self._items[oldest][1]):
+                break
+            self._evict_oldest()
+            removed += 1
+        return removed
+
     def _index_of(self, object_id: str) -> int:
         entry = self._items.get(object_id)
         if entry is None:

@@ -139,6 +139,7 @@ def build_event(
     previous_attributes: dict[str, Any] | None,
     api_version: str,
     pending_webhooks: int,
+    created: int | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"object": snapshot}
     if previous_attributes is not None:
@@ -147,7 +148,7 @@ def build_event(
         "id": new_id("evt_"),
         "object": "event",
         "api_version": api_version,
-        "created": int(time.time()),
+        "created": int(time.time()) if created is None else created,
         "data": data,
         "livemode": False,
         "pending_webhooks": pending_webhooks,
