@@ -6,6 +6,7 @@ writes responses (`wire.py`) renders them, so no handler formats an error body i
 
     StripeError
       status 400  invalid_request_error   parameter_missing, parameter_unknown, parameter_invalid_*, ...
+      status 400  invalid_request_error   crypto_onramp_disabled, ... (the onramp refused to this account)
       status 400  idempotency_error
       status 401  invalid_request_error   (no or bad API key; Stripe uses this type for auth too)
       status 404  invalid_request_error   resource_missing
@@ -20,10 +21,12 @@ import json
 from typing import Any
 
 __all__ = [
+    "ONRAMP_UNAVAILABLE_MESSAGES",
     "StripeError",
     "api_error",
     "idempotency_error",
     "invalid_request",
+    "onramp_unavailable",
     "rate_limited",
     "resource_missing",
     "unauthorized",
@@ -31,6 +34,18 @@ __all__ = [
 
 _DOC_URL = "https://stripe.com/docs/error-codes/"
 _LOG_URL = "https://dashboard.stripe.com/test/logs/"
+
+# Codes with which Stripe refuses every onramp session of an account, whoever the buyer (HTTP 400, Stripe's Onramp
+# API reference "Validation and errors", and its crypto onramp error codes), and the messages Stripe gives.
+ONRAMP_UNAVAILABLE_MESSAGES: dict[str, str] = {
+    "crypto_onramp_disabled": "We temporarily disabled the onramp service. Please try again later.",
+    "crypto_onramp_merchant_not_properly_setup": (
+        "An onramp session can't be created for the requesting merchant. business_name and business_url are required."
+    ),
+    "crypto_onramp_invalid_merchant_configuration": (
+        "The merchant account is not properly configured for crypto onramp. Contact support."
+    ),
+}
 
 
 class StripeError(Exception):
@@ -73,6 +88,11 @@ def invalid_request(
     message: str, *, code: str | None = None, param: str | None = None, status: int = 400
 ) -> StripeError:
     return StripeError(status, "invalid_request_error", message, code=code, param=param)
+
+
+def onramp_unavailable(code: str) -> StripeError:
+    """Stripe's answer when the onramp will not serve this account at all (one of ONRAMP_UNAVAILABLE_MESSAGES)."""
+    return invalid_request(ONRAMP_UNAVAILABLE_MESSAGES[code], code=code)
 
 
 def resource_missing(kind: str, object_id: str, *, param: str = "id", status: int = 404) -> StripeError:

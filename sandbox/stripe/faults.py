@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sandbox.faultspec import FaultsError, merge_faults
+from sandbox.stripe.errors import ONRAMP_UNAVAILABLE_MESSAGES, StripeError, onramp_unavailable
 
 __all__ = ["FaultInjector", "Faults", "FaultsError"]
 
@@ -27,6 +28,9 @@ class Faults:
     down: bool = False  # every API call answered 503
     duplicate_rate: float = 0.0  # fraction of webhook deliveries sent twice
     shuffle: bool = False  # pending webhook deliveries sent in a random order
+    # Stripe's code refusing every session creation and quote (an onramp disabled by an incident, an account not
+    # set up): one of errors.ONRAMP_UNAVAILABLE_MESSAGES, answered 400 as Stripe does; None: off.
+    onramp_unavailable: str | None = None
     seed: int = DEFAULT_SEED
 
     @classmethod
@@ -42,6 +46,10 @@ def _validated(name: str, value: Any) -> Any:
     if name in ("down", "shuffle"):
         if not isinstance(value, bool):
             raise FaultsError(f"{name} must be a boolean")
+        return value
+    if name == "onramp_unavailable":
+        if value is not None and value not in ONRAMP_UNAVAILABLE_MESSAGES:
+            raise FaultsError(f"onramp_unavailable must be null or one of: {', '.join(ONRAMP_UNAVAILABLE_MESSAGES)}")
         return value
     if name == "seed":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -76,6 +84,11 @@ class FaultInjector:
         if faults.error_rate and self.api_random.random() < faults.error_rate:
             return "error"
         return None
+
+    def onramp_refusal(self) -> StripeError | None:
+        """Stripe's refusal of every onramp session and quote while the onramp_unavailable fault is set."""
+        code = self.faults.onramp_unavailable
+        return onramp_unavailable(code) if code is not None else None
 
     def duplicate_delivery(self) -> bool:
         rate = self.faults.duplicate_rate

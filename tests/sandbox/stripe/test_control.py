@@ -208,6 +208,7 @@ def test_faults_round_trip_and_validate(emu: Sandbox) -> None:
         "down": False,
         "duplicate_rate": 0.0,
         "shuffle": False,
+        "onramp_unavailable": None,
         "seed": 0,
     }
     emu.set_faults(latency_ms=5, seed=9)
