@@ -8,6 +8,10 @@ alerts/generated/*.yml (the files Prometheus loads).
   defined but never used.
 - SLOs (`slo.yml` -> `generated/slo-<name>.yml`): SLI recording rules over every window, the budget, and the
   multiwindow multi-burn-rate alerts (see slo.yml).
+- Absent metrics (`absent.yml` -> `generated/absent.yml` and its promtool tests `tests/absent.test.yml`): for every
+  scraped metric the rules and SLIs above select, `MonitorMetricAbsent` when its producer is up and should export it
+  but Prometheus has no series of it, and one per job without any target (see absent.yml).
+- `Watchdog` (rules/meta.yml) is the one alert with severity `none`: it always fires, for the heartbeat receiver.
 
 `check()` says which generated files differ from what `build()` makes (a test runs it).
 """
@@ -23,9 +27,11 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "ABSENT_ALERT",
     "ALERTS_DIR",
     "BURN_ALERTS",
     "SEVERITIES",
+    "WATCHDOG",
     "WINDOWS",
     "BuildError",
     "Thresholds",
@@ -37,6 +43,8 @@ __all__ = [
 
 ALERTS_DIR = Path(__file__).resolve().parent
 SEVERITIES = ("critical", "warning", "info")
+WATCHDOG = "Watchdog"  # always firing, severity "none": Alertmanager's heartbeat receiver gets it, no person does
+ABSENT_ALERT = "MonitorMetricAbsent"
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")  # plus the SLO period
 # (severity, burn label, [(long window, short window, burn factor)], for threshold): the SRE workbook's table.
 BURN_ALERTS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...], str], ...] = (
@@ -112,7 +120,7 @@ def _finish_alert(rule: dict[str, Any], thresholds: Thresholds, where: str) -> d
     missing = [key for key in ("summary", "description", "dashboard") if not annotations.get(key)]
     if "for" not in rule:
         missing.append("for")
-    if labels.get("severity") not in SEVERITIES:
+    if labels.get("severity") not in SEVERITIES and (name, labels.get("severity")) != (WATCHDOG, "none"):
         missing.append(f"labels.severity (one of {', '.join(SEVERITIES)})")
     if not labels.get("service"):
         missing.append("labels.service")
@@ -254,6 +262,277 @@ def _slo_file(slo: dict[str, Any], period: str, thresholds: Thresholds) -> dict[
     return {"groups": [{"name": f"slo-{name}", "rules": sli_rules + meta_rules + alert_rules}]}
 
 
+# A scraped metric an expression selects: musdpay_* families (docs/metrics.md) and `up`, with its braces if any.
+_SELECTOR = re.compile(r"(?<![\w:])(musdpay_[a-z0-9_]+|up)(?![\w:])(\{[^{}]*\})?")
+_MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')  # equality matchers only (=~ and != are not followed by a quote)
+_PROBE_SUCCESS = "musdpay_monitor_probe_last_success_timestamp_seconds"
+
+
+@dataclass(frozen=True)
+class _Guarded:
+    """One absent-metric alert: this metric (with an `le` when an SLI counts one bucket) on this job."""
+
+    job: str
+    metric: str
+    le: str | None = None
+
+    def key(self) -> tuple[str, str, str]:
+        return (self.job, self.metric, self.le or "")
+
+    @property
+    def selector(self) -> str:
+        le = f',le="{self.le}"' if self.le is not None else ""
+        return f'{self.metric}{{job="{self.job}"{le}}}'
+
+    @property
+    def label(self) -> str:
+        return self.metric if self.le is None else f'{self.metric}{{le="{self.le}"}}'
+
+
+def _selected(expr: str) -> list[tuple[str, str | None, str | None]]:
+    """(metric, job, le) of every scraped metric `expr` selects; job and le from equality matchers only."""
+    found = []
+    for match in _SELECTOR.finditer(expr):
+        matchers = dict(_MATCHER.findall(match.group(2) or ""))
+        found.append((match.group(1), matchers.get("job"), matchers.get("le")))
+    return found
+
+
+def _readers(documents: dict[str, dict[str, Any]]) -> dict[tuple[str, str | None, str | None], set[str]]:
+    """(metric, job, le) -> names of the alerts, recording rules and SLOs reading it."""
+    readers: dict[tuple[str, str | None, str | None], set[str]] = {}
+    for source, document in documents.items():
+        for group in document["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == WATCHDOG:
+                    continue
+                slo = (rule.get("labels") or {}).get("slo")
+                in_slo = source.startswith("generated/slo-") and slo
+                name = f"SLO {slo}" if in_slo else rule.get("alert") or rule["record"]
+                for key in _selected(str(rule["expr"])):
+                    readers.setdefault(key, set()).add(str(name))
+    return readers
+
+
+def _absent_rules(
+    documents: dict[str, dict[str, Any]], root: Path, thresholds: Thresholds
+) -> tuple[dict[str, Any], dict[_Guarded, str], dict[str, dict[str, str]], set[str]]:
+    """The absent-metric alerts (a rules document), what they guard (with its readers), the gates, every job."""
+    where = "alerts/absent.yml"
+    config = yaml.safe_load((root / "absent.yml").read_text(encoding="utf-8")) or {}
+    gates: dict[str, dict[str, str]] = {str(k): dict(v) for k, v in (config.get("gates") or {}).items()}
+    excluded: dict[str, str] = {str(k): str(v) for k, v in (config.get("exclude") or {}).items()}
+    for metric, reason in excluded.items():
+        if not reason.strip():
+            raise BuildError(f"{where}: exclude.{metric} needs its reason")
+    readers = _readers(documents)
+    read = {metric for metric, _, _ in readers}
+    stale = sorted(set(excluded) - read)
+    if stale:
+        raise BuildError(f"{where}: excluded but read by no rule: {', '.join(stale)}")
+    jobs = {job for (_, job, _) in readers if job}
+    guarded: dict[_Guarded, set[str]] = {}
+    for (metric, job, le), names in readers.items():
+        if metric == "up" or metric in excluded:
+            continue
+        if job is None:
+            raise BuildError(
+                f'{where}: {metric} (read by {", ".join(sorted(names))}) has no job="..." matcher: select its job, '
+                "or exclude it with the reason"
+            )
+        guarded.setdefault(_Guarded(job, metric, le), set()).update(names)
+    unused = sorted(prefix for prefix in gates if not any(g.metric.startswith(prefix) for g in guarded))
+    if unused:
+        raise BuildError(f"{where}: gates match no guarded metric: {', '.join(unused)}")
+    duration = thresholds.substitute("${metric_absent_for}", where)
+    rules: list[dict[str, Any]] = []
+    for job in sorted(jobs):
+        rules.append(
+            _finish_alert(
+                {
+                    "alert": ABSENT_ALERT,
+                    "expr": f'label_replace(absent(up{{job="{job}"}}), "metric", "up", "", "")',
+                    "for": duration,
+                    "labels": {"severity": "warning", "service": "monitoring"},
+                    "annotations": {
+                        "summary": "Prometheus has no target of job {{ $labels.job }}",
+                        "description": (
+                            f"Prometheus has had no `up` series of job {{{{ $labels.job }}}} for {duration}: its "
+                            "scrape configuration or service discovery lost the target, so every alert on that job "
+                            "(its down alert included) is silent."
+                        ),
+                        "dashboard": "musdpay-monitor",
+                    },
+                },
+                thresholds,
+                where,
+            )
+        )
+    for item in sorted(guarded, key=_Guarded.key):
+        gate = _gate(item, gates)
+        if gate is None:
+            when, condition = f'up{{job="{item.job}"}} == 1', "is scraped"
+        else:
+            matchers = ",".join(f'{key}="{value}"' for key, value in sorted(gate.items()))
+            when = f'max by (job, instance) ({_PROBE_SUCCESS}{{job="{item.job}",{matchers}}} > 0)'
+            condition = f"is scraped and its {gate['probe']} probe has succeeded"
+        label = item.label.replace('"', '\\"')
+        read_by = ", ".join(sorted(guarded[item]))
+        rules.append(
+            _finish_alert(
+                {
+                    "alert": ABSENT_ALERT,
+                    "expr": (
+                        f"label_replace(\n  {when}\n  unless on (job, instance)\n  {item.selector},\n"
+                        f'  "metric", "{label}", "", ""\n)'
+                    ),
+                    "for": duration,
+                    "labels": {"severity": "warning", "service": "monitoring"},
+                    "annotations": {
+                        "summary": "{{ $labels.instance }} exports no {{ $labels.metric }}",
+                        "description": (
+                            f"{{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) {condition}, but has had no "
+                            f"{{{{ $labels.metric }}}} series for {duration}. Read by {read_by}: without it they "
+                            "cannot fire (a renamed metric, a changed label or a removed collector)."
+                        ),
+                        "dashboard": "musdpay-monitor",
+                    },
+                },
+                thresholds,
+                where,
+            )
+        )
+    document = {"groups": [{"name": "musdpay-absent", "rules": rules}]}
+    return document, {item: ", ".join(sorted(guarded[item])) for item in sorted(guarded, key=_Guarded.key)}, gates, jobs
+
+
+def _gate(item: _Guarded, gates: dict[str, dict[str, str]]) -> dict[str, str] | None:
+    matching = [prefix for prefix in gates if item.metric.startswith(prefix)]
+    return gates[max(matching, key=len)] if matching else None
+
+
+def _absent_tests(
+    guarded: dict[_Guarded, str], gates: dict[str, dict[str, str]], jobs: set[str], thresholds: Thresholds
+) -> dict[str, Any]:
+    """promtool tests of the absent-metric alerts: per alert, instance "a" lacks the metric and fires after `for`;
+    "b" has it, "c" is down, "d" (gated metrics) has a probe that never succeeded: all silent."""
+    wait = _seconds(thresholds.values["metric_absent_for"]) // 60
+    steps = f"{wait + 5}"
+
+    def series(name: str, value: str) -> dict[str, str]:
+        return {"series": name, "values": f"{value}x{steps}"}
+
+    def present(item: _Guarded, instance: str) -> dict[str, str]:
+        le = f',le="{item.le}"' if item.le is not None else ""
+        return series(f'{item.metric}{{job="{item.job}",instance="{instance}"{le}}}', "1")
+
+    def gate_series(job: str, instance: str, value: str) -> list[dict[str, str]]:
+        out = []
+        for gate in sorted({tuple(sorted(g.items())) for g in gates.values()}):
+            labels = "".join(f',{key}="{val}"' for key, val in gate)
+            out.append(series(f'{_PROBE_SUCCESS}{{job="{job}",instance="{instance}"{labels}}}', value))
+        return out
+
+    def gone(item: _Guarded, missing: _Guarded | None) -> bool:
+        """Whether `item` has no series on "a" when `missing` is taken away there (a bucket without `le` takes
+        every bucket with it)."""
+        return missing is not None and item.metric == missing.metric and (missing.le is None or item == missing)
+
+    def base(missing: _Guarded | None, *, without_job: str | None = None) -> list[dict[str, str]]:
+        inputs: list[dict[str, str]] = []
+        for job in sorted(jobs - {without_job}):
+            inputs += [series(f'up{{job="{job}",instance="{i}"}}', "1") for i in ("a", "b", "d")]
+            inputs.append(series(f'up{{job="{job}",instance="c"}}', "0"))
+            if not (missing and missing.metric == _PROBE_SUCCESS and missing.job == job):
+                inputs += gate_series(job, "a", "1000")
+            inputs += gate_series(job, "b", "1000") + gate_series(job, "d", "0")
+        for item in guarded:
+            # "d"'s probe never succeeded: it has the ungated metrics (the API's), not the probes' gauges.
+            instances = ("a", "b") if _gate(item, gates) else ("a", "b", "d")
+            inputs += [present(item, i) for i in instances if not (i == "a" and gone(item, missing))]
+        return inputs
+
+    def expected(labels: dict[str, str], description: str, summary: str) -> dict[str, Any]:
+        return {
+            "exp_labels": {"severity": "warning", "service": "monitoring", **labels},
+            "exp_annotations": {
+                "dashboard_url": thresholds.dashboard_url("musdpay-monitor"),
+                "description": description,
+                "runbook_url": thresholds.runbook_url(ABSENT_ALERT),
+                "summary": summary,
+            },
+        }
+
+    duration = thresholds.values["metric_absent_for"]
+    tests: list[dict[str, Any]] = [
+        {
+            "name": f"{ABSENT_ALERT} stays silent while every guarded metric is there",
+            "interval": "1m",
+            "input_series": base(None),
+            "alert_rule_test": [{"eval_time": f"{wait + 2}m", "alertname": ABSENT_ALERT, "exp_alerts": []}],
+        }
+    ]
+    for job in sorted(jobs):
+        description = (
+            f"Prometheus has had no `up` series of job {job} for {duration}: its scrape configuration or service "
+            "discovery lost the target, so every alert on that job (its down alert included) is silent."
+        )
+        tests.append(
+            {
+                "name": f"{ABSENT_ALERT} fires {duration} after job {job} has no target at all",
+                "interval": "1m",
+                "input_series": base(None, without_job=job),
+                "alert_rule_test": [
+                    {"eval_time": f"{wait - 1}m", "alertname": ABSENT_ALERT, "exp_alerts": []},
+                    {
+                        "eval_time": f"{wait + 1}m",
+                        "alertname": ABSENT_ALERT,
+                        "exp_alerts": [
+                            expected(
+                                {"job": job, "metric": "up"}, description, f"Prometheus has no target of job {job}"
+                            )
+                        ],
+                    },
+                ],
+            }
+        )
+
+    def firing(item: _Guarded, readers: str) -> dict[str, Any]:
+        gate = _gate(item, gates)
+        condition = "is scraped" if gate is None else f"is scraped and its {gate['probe']} probe has succeeded"
+        description = (
+            f"a (job {item.job}) {condition}, but has had no {item.label} series for {duration}. Read by "
+            f"{readers}: without it they cannot fire (a renamed metric, a changed label or a removed "
+            "collector)."
+        )
+        labels = {"job": item.job, "instance": "a", "metric": item.label}
+        return expected(labels, description, f"a exports no {item.label}")
+
+    for item in guarded:
+        gate = _gate(item, gates)
+        silent = "b (has it), c (down)" + (", d (its probe never succeeded)" if gate else "")
+        tests.append(
+            {
+                "name": f"{ABSENT_ALERT} {item.label} of {item.job}: fires for a after {duration}; {silent} silent",
+                "interval": "1m",
+                "input_series": base(item),
+                "alert_rule_test": [
+                    {"eval_time": f"{wait - 1}m", "alertname": ABSENT_ALERT, "exp_alerts": []},
+                    {
+                        "eval_time": f"{wait + 1}m",
+                        "alertname": ABSENT_ALERT,
+                        "exp_alerts": [firing(other, names) for other, names in guarded.items() if gone(other, item)],
+                    },
+                ],
+            }
+        )
+    return {
+        "rule_files": ["../generated/absent.yml"],
+        "evaluation_interval": "1m",
+        "tests": tests,
+    }
+
+
 class _Dumper(yaml.SafeDumper):
     def ignore_aliases(self, data: Any) -> bool:
         return True  # no &id001 anchors: each rule reads on its own
@@ -272,12 +551,23 @@ def _dump(source: str, document: dict[str, Any]) -> str:
     return _HEADER.format(source=source) + body
 
 
+def _dump_tests(document: dict[str, Any]) -> str:
+    header = (
+        "# promtool test rules of alerts/generated/absent.yml, generated by `musdpay alerts build` with it; do not "
+        "edit.\n"
+    )
+    return header + yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
+
+
 def build(root: Path = ALERTS_DIR) -> dict[str, str]:
     """Every generated file, by path relative to `root`, with its content."""
     thresholds = load_thresholds(root)
     files: dict[str, str] = {}
+    documents: dict[str, dict[str, Any]] = {}
     for path in sorted((root / "rules").glob("*.yml")):
-        files[f"generated/rules-{path.stem}.yml"] = _dump(f"alerts/rules/{path.name}", _symptom_file(path, thresholds))
+        document = _symptom_file(path, thresholds)
+        documents[f"generated/rules-{path.stem}.yml"] = document
+        files[f"generated/rules-{path.stem}.yml"] = _dump(f"alerts/rules/{path.name}", document)
     slos = yaml.safe_load((root / "slo.yml").read_text(encoding="utf-8"))
     period = str(slos.get("period", "30d"))
     names = set()
@@ -285,7 +575,12 @@ def build(root: Path = ALERTS_DIR) -> dict[str, str]:
         if slo["name"] in names:
             raise BuildError(f"alerts/slo.yml: SLO {slo['name']} is declared twice")
         names.add(slo["name"])
-        files[f"generated/slo-{slo['name']}.yml"] = _dump("alerts/slo.yml", _slo_file(slo, period, thresholds))
+        document = _slo_file(slo, period, thresholds)
+        documents[f"generated/slo-{slo['name']}.yml"] = document
+        files[f"generated/slo-{slo['name']}.yml"] = _dump("alerts/slo.yml", document)
+    absent, guarded, gates, jobs = _absent_rules(documents, root, thresholds)
+    files["generated/absent.yml"] = _dump("alerts/absent.yml, the expressions of rules/ and slo.yml", absent)
+    files["tests/absent.test.yml"] = _dump_tests(_absent_tests(guarded, gates, jobs, thresholds))
     unused = sorted(set(thresholds.values) - thresholds.used)
     if unused:
         raise BuildError(f"alerts/thresholds.yml: defined and never used: {', '.join(unused)}")
