@@ -175,8 +175,8 @@ class PaymentMetrics:
         self.stripe_errors = Counter(
             "stripe_errors_total",
             "Failed calls to the Stripe API, by operation and error class "
-            "(timeout, connection, rate_limited, server_error, authentication, rejected, invalid_request, "
-            "invalid_response).",
+            "(timeout, connection, rate_limited, server_error, authentication, rejected, onramp_unavailable, "
+            "invalid_request, invalid_response).",
             ["operation", "error_type"],
             namespace=NAMESPACE,
             registry=r,

@@ -49,6 +49,8 @@ PROBLEM_TYPES: dict[str, str] = {
     "idempotency-key-reused": "This Idempotency-Key was used before with a different request body.",
     "request-in-progress": "A request with this Idempotency-Key is still being processed; retry later.",
     "stripe-rejected": "Stripe refused the request (for example an unsupported country); see `code`.",
+    "onramp-unavailable": "Stripe's onramp is disabled or our account is not set up for it: no session can be "
+    "created for anyone; retry after `Retry-After` (`code` is Stripe's).",
     "stripe-unavailable": "Stripe could not be reached or answered with an error; retry after `Retry-After`.",
     "stripe-rate-limited": "Stripe is rate limiting this account; retry after `Retry-After`.",
     "stripe-not-configured": "The service has no Stripe key or webhook secret configured.",

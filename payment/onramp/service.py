@@ -137,6 +137,7 @@ CREATE_FAILURE_REASONS = (
     "request-in-progress",
     "stripe-not-configured",
     "stripe-rejected",
+    "onramp-unavailable",
     "stripe-unavailable",
     "stripe-rate-limited",
     OTHER_REASON,

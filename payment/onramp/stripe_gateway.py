@@ -26,8 +26,10 @@ from payment.core.problems import Problem, UpstreamProblem
 from payment.core.telemetry import Telemetry
 
 __all__ = [
+    "INTEGRATION_FAULT_CODES",
     "OPERATION",
     "OnrampGateway",
+    "OnrampUnavailable",
     "StripeErrorType",
     "StripeOnrampGateway",
     "StripeRejected",
@@ -41,6 +43,26 @@ log = logging.getLogger(__name__)
 ONRAMP_SESSIONS_PATH = "/v1/crypto/onramp_sessions"
 OPERATION = "create_onramp_session"  # the `operation` label of the API's Stripe families (its only call)
 
+# Stripe's crypto onramp codes that mean the integration, not the buyer, is at fault: no session can be created
+# for anyone until Stripe or we act, so they are an outage (503 onramp-unavailable, alert OnrampUnavailable), not a
+# refusal the buyer could act on (422 stripe-rejected). Stripe answers each with HTTP 400 invalid_request_error.
+# Sources: Stripe's Onramp API reference, "Validation and errors" (https://docs.stripe.com/crypto/onramp/api-reference):
+#   crypto_onramp_disabled                     "We're unable to mint new sessions because of an incident"
+#   crypto_onramp_merchant_not_properly_setup  the business has not set business_name or business_url (Dashboard,
+#                                              Settings > Public details)
+# and Stripe's crypto onramp error codes (https://docs.stripe.com/crypto/onramp/embedded-components-error-codes):
+#   crypto_onramp_invalid_merchant_configuration  "The merchant account is not properly configured for crypto
+#                                                 onramp. Contact support."
+# The buyer's codes (crypto_onramp_unsupported_country, crypto_onramp_unsupportable_customer, limits, ...) stay
+# rejections.
+INTEGRATION_FAULT_CODES = frozenset(
+    {
+        "crypto_onramp_disabled",
+        "crypto_onramp_merchant_not_properly_setup",
+        "crypto_onramp_invalid_merchant_configuration",
+    }
+)
+
 
 class StripeErrorType(StrEnum):
     """The class of a failed Stripe call (`error_type` of `musdpay_stripe_errors_total`, and of the monitor's)."""
@@ -51,6 +73,7 @@ class StripeErrorType(StrEnum):
     server_error = "server_error"
     authentication = "authentication"
     rejected = "rejected"  # Stripe refused the buyer (crypto_onramp_* codes)
+    onramp_unavailable = "onramp_unavailable"  # Stripe refuses every session: INTEGRATION_FAULT_CODES
     invalid_request = "invalid_request"
     invalid_response = "invalid_response"  # answered, but not with what we asked for
 
@@ -77,6 +100,21 @@ class StripeRejected(Problem):
             detail=message,
             extensions=extensions,
         )
+
+
+class OnrampUnavailable(UpstreamProblem):
+    """Stripe will not open onramp sessions for this integration (disabled, or the account is not set up): an
+    outage on our side of the buyer, so a 503 the dApp retries later, never a rejection of the buyer."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(
+            503,
+            "onramp-unavailable",
+            "The card onramp is unavailable right now; try again later.",
+            retry_after=60,
+            extensions={"code": code},
+        )
+        self.title = "Onramp unavailable"
 
 
 class OnrampGateway(Protocol):
@@ -214,6 +252,8 @@ def stripe_error_type(exc: stripe.StripeError) -> StripeErrorType:
     if status in (401, 403):
         return StripeErrorType.authentication
     code = getattr(exc.error, "code", None) or exc.code or ""
+    if code in INTEGRATION_FAULT_CODES:
+        return StripeErrorType.onramp_unavailable
     if code.startswith("crypto_onramp_"):
         return StripeErrorType.rejected
     return StripeErrorType.invalid_request
@@ -245,6 +285,9 @@ def _translate(exc: stripe.StripeError) -> Problem:
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         log.error("stripe refused our credentials (%s): check MUSDPAY_STRIPE_SECRET_KEY", status)
         return UpstreamProblem(503, "stripe-unavailable", "The payment provider is misconfigured.", retry_after=60)
+    if status is not None and 400 <= status < 500 and code in INTEGRATION_FAULT_CODES:
+        log.error("stripe refuses every onramp session for this account: code=%s (see OnrampUnavailable)", code)
+        return OnrampUnavailable(code)
     if status is not None and 400 <= status < 500 and code.startswith("crypto_onramp_"):
         message = getattr(error, "message", None) or "Stripe refused to create the onramp session."
         return StripeRejected(code, str(message), getattr(error, "param", None))

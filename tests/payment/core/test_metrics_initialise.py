@@ -116,8 +116,8 @@ def test_the_sets_are_exactly_the_known_values() -> None:
         *((outcome, kind) for outcome in outcomes for kind in ("crypto.onramp_session_updated", "other")),
     }
     assert {error for error, _ in labelled(series, "musdpay_stripe_errors_total")} == {
-        "timeout", "connection", "rate_limited", "server_error", "authentication", "rejected", "invalid_request",
-        "invalid_response",
+        "timeout", "connection", "rate_limited", "server_error", "authentication", "rejected", "onramp_unavailable",
+        "invalid_request", "invalid_response",
     }  # fmt: skip
     assert labelled(series, "musdpay_delivery_total") == {
         ("onramp", outcome) for outcome in ("verified", "mismatch", "failed", "not_found", "held")
