@@ -49,6 +49,7 @@ class CaptureReceivers:
     smtp_smarthost: str
     smtp_login: tuple[str, str]
     pagerduty_routing_key: str
+    heartbeat_url: str  # where Alertmanager posts the Watchdog (the dead man's switch)
 
     @classmethod
     def from_announcement(
@@ -61,6 +62,7 @@ class CaptureReceivers:
             smtp_smarthost=urls["smtpSmarthost"],
             smtp_login=smtp_login,
             pagerduty_routing_key=pagerduty_routing_key,
+            heartbeat_url=urls["heartbeatUrl"],
         )
 
 
@@ -118,12 +120,17 @@ def write_capture_secrets(directory: Path, receivers: CaptureReceivers) -> Path:
 
 
 def capture_alertmanager_config(
-    receivers: CaptureReceivers, secrets_dir: Path, *, group_timings: str | None = None
+    receivers: CaptureReceivers,
+    secrets_dir: Path,
+    *,
+    group_timings: str | None = None,
+    heartbeat_interval: str | None = None,
 ) -> dict[str, Any]:
     """alerts/alertmanager.yml rendered for the capture receivers, with the shipped routing and templates.
 
     `group_timings` (e.g. "1s") replaces every group_wait and group_interval, for tests that cannot wait for the
-    shipped ones; None keeps them."""
+    shipped ones; None keeps them. `heartbeat_interval` replaces the Watchdog route's group_interval and
+    repeat_interval (how often a heartbeat leaves); None keeps them."""
     env = {
         "MUSDPAY_ALERT_SECRETS_DIR": str(secrets_dir),
         "MUSDPAY_ALERT_TEMPLATES_DIR": str(TEMPLATES_DIR),
@@ -131,6 +138,7 @@ def capture_alertmanager_config(
         "MUSDPAY_ALERT_SMTP_SMARTHOST": receivers.smtp_smarthost,
         "MUSDPAY_ALERT_SMTP_USERNAME": receivers.smtp_login[0],
         "MUSDPAY_ALERT_SMTP_REQUIRE_TLS": "false",
+        "MUSDPAY_ALERT_HEARTBEAT_URL": receivers.heartbeat_url,
     }
     config = render(ALERTMANAGER_SOURCE.read_text(encoding="utf-8"), env)
     if group_timings is not None:
@@ -143,6 +151,10 @@ def capture_alertmanager_config(
                 shorten(child)
 
         shorten(config["route"])
+    if heartbeat_interval is not None:
+        for route in config["route"]["routes"]:
+            if route.get("receiver") == "heartbeat":
+                route["group_interval"] = route["repeat_interval"] = heartbeat_interval
     return config
 
 

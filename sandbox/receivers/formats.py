@@ -15,6 +15,10 @@
   `source` and `severity` (`critical`, `error`, `warning`, `info`), and optionally `timestamp` (ISO 8601),
   `component`, `group`, `class`, `custom_details`; `links` are `{href, text}`, `images` `{src, href, alt}`.
 - Email: an RFC 5322 message with `From`, `To`, `Subject`, `Date` and a body.
+- Alertmanager's webhook (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config), what a dead
+  man's switch receives: `version` "4", `status` (`firing`, `resolved`), `receiver`, `groupKey`, `groupLabels`,
+  `commonLabels`, `commonAnnotations`, `externalURL`, and `alerts`: each with `status`, `labels` (an `alertname`),
+  `annotations`, `startsAt`, `endsAt` (RFC 3339), `generatorURL` and `fingerprint`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 __all__ = [
     "PAGERDUTY_SEVERITIES",
     "parse_email",
+    "validate_alertmanager_webhook",
     "validate_discord",
     "validate_email",
     "validate_pagerduty",
@@ -36,6 +41,7 @@ __all__ = [
 
 PAGERDUTY_SEVERITIES = frozenset({"critical", "error", "warning", "info"})
 _PAGERDUTY_ACTIONS = frozenset({"trigger", "acknowledge", "resolve"})
+_ALERT_STATUSES = frozenset({"firing", "resolved"})
 
 
 def _string(problems: list[str], obj: dict[str, Any], key: str, limit: int, where: str) -> None:
@@ -194,4 +200,50 @@ def validate_email(message: EmailMessage) -> list[str]:
     body = message.get_body(preferencelist=("html", "plain"))
     if body is None or not body.get_content().strip():
         problems.append("the message has no text or HTML body")
+    return problems
+
+
+def _timestamp(value: Any) -> bool:
+    try:
+        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def validate_alertmanager_webhook(payload: Any) -> list[str]:
+    if not isinstance(payload, dict):
+        return ["the body must be a JSON object"]
+    problems: list[str] = []
+    if payload.get("version") != "4":
+        problems.append('version must be "4"')
+    if payload.get("status") not in _ALERT_STATUSES:
+        problems.append("status must be firing or resolved")
+    for key in ("receiver", "groupKey", "externalURL"):
+        if not isinstance(payload.get(key), str):
+            problems.append(f"{key} must be a string")
+    for key in ("groupLabels", "commonLabels", "commonAnnotations"):
+        if not isinstance(payload.get(key), dict):
+            problems.append(f"{key} must be an object")
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list) or not alerts:
+        return [*problems, "alerts must be a non-empty list"]
+    for i, alert in enumerate(alerts):
+        where = f"alerts[{i}]."
+        if not isinstance(alert, dict):
+            problems.append(f"alerts[{i}] must be an object")
+            continue
+        if alert.get("status") not in _ALERT_STATUSES:
+            problems.append(f"{where}status must be firing or resolved")
+        labels = alert.get("labels")
+        if not isinstance(labels, dict) or not isinstance(labels.get("alertname"), str):
+            problems.append(f"{where}labels must be an object with an alertname")
+        if not isinstance(alert.get("annotations"), dict):
+            problems.append(f"{where}annotations must be an object")
+        for key in ("startsAt", "endsAt"):
+            if not _timestamp(alert.get(key)):
+                problems.append(f"{where}{key} must be an RFC 3339 timestamp")
+        for key in ("generatorURL", "fingerprint"):
+            if not isinstance(alert.get(key), str):
+                problems.append(f"{where}{key} must be a string")
     return problems

@@ -6,8 +6,11 @@
   400 with Discord's error object.
 - `POST /pagerduty/v2/enqueue`: PagerDuty's Events API v2; 202 `{"status": "success", "dedup_key": ...}`, or
   400 `invalid event`.
+- `POST /heartbeat`: a dead man's switch for Alertmanager's webhook (the Watchdog's heartbeats); 200, or 400 with
+  the problems of a payload that is not Alertmanager's. Kept apart from what was received (one a minute).
+- `GET /api/heartbeat`: the last heartbeat, how many, and `stale` when none came within the window.
 - `GET /api/received[?kind=]`, `DELETE /api/received`: what was received (JSON), or forget it.
-- `GET /`: the same as a page; `GET /healthz`.
+- `GET /`: the same as a page, the heartbeat's state first; `GET /healthz`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,19 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.receivers.formats import validate_discord, validate_pagerduty, validate_slack
+from sandbox.receivers.formats import (
+    validate_alertmanager_webhook,
+    validate_discord,
+    validate_pagerduty,
+    validate_slack,
+)
+from sandbox.receivers.heartbeat import HeartbeatStore
 from sandbox.receivers.store import KINDS, ReceivedStore
 
-__all__ = ["STORE_KEY", "build_app"]
+__all__ = ["HEARTBEAT_KEY", "STORE_KEY", "build_app"]
 
 STORE_KEY = web.AppKey("store", ReceivedStore)
+HEARTBEAT_KEY = web.AppKey("heartbeat", HeartbeatStore)
 
 
 async def _json_body(request: web.Request) -> tuple[Any, str | None]:
@@ -70,6 +80,21 @@ async def pagerduty(request: web.Request) -> web.Response:
     return web.json_response({"status": "success", "message": "Event processed", "dedup_key": dedup}, status=202)
 
 
+async def heartbeat(request: web.Request) -> web.Response:
+    payload, error = await _json_body(request)
+    problems = [error] if error else validate_alertmanager_webhook(payload)
+    store = request.app[HEARTBEAT_KEY]
+    if problems:
+        store.reject(problems)
+        return web.json_response({"status": "invalid", "errors": problems}, status=400)
+    beat = store.record(payload)
+    return web.json_response({"status": "ok", "heartbeat": beat})
+
+
+async def heartbeat_state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[HEARTBEAT_KEY].state().as_json())
+
+
 async def received(request: web.Request) -> web.Response:
     kind = request.query.get("kind")
     if kind is not None and kind not in KINDS:
@@ -97,6 +122,22 @@ def _summary(kind: str, payload: Any) -> str:
     return str(payload.get("subject", ""))
 
 
+def _heartbeat_html(store: HeartbeatStore) -> str:
+    state = store.state()
+    last = f"{state.last_seen:%H:%M:%S} UTC" if state.last_seen else "never"
+    verdict = (
+        f"<strong style='color:#b00'>STALE</strong>: none within {state.stale_after:g} s"
+        if state.stale
+        else f"<strong style='color:#080'>alive</strong> (stale after {state.stale_after:g} s)"
+    )
+    names = html.escape(", ".join(state.last_alertnames)) or "none"
+    return (
+        f"<h2>Heartbeat</h2><p>{verdict}. Last: {last} ({names}); {state.count} received, {state.rejected} refused. "
+        "Alertmanager posts its Watchdog to <code>/heartbeat</code>. JSON: "
+        "<a href='/api/heartbeat'>/api/heartbeat</a>.</p>"
+    )
+
+
 async def page(request: web.Request) -> web.Response:
     rows = []
     for item in reversed(request.app[STORE_KEY].items()):
@@ -111,7 +152,7 @@ async def page(request: web.Request) -> web.Response:
     body = (
         "<!doctype html><html><head><meta charset='utf-8'><title>musdpay capture receivers</title>"
         "<style>body{font-family:sans-serif}td{border-top:1px solid #ccc;padding:4px;vertical-align:top}</style>"
-        "</head><body><h1>Notifications received</h1>"
+        "</head><body>" + _heartbeat_html(request.app[HEARTBEAT_KEY]) + "<h1>Notifications received</h1>"
         "<p>Slack <code>/slack/...</code>, Discord <code>/discord/api/webhooks/ID/TOKEN</code>, PagerDuty "
         "<code>/pagerduty/v2/enqueue</code>, email over SMTP. JSON: <a href='/api/received'>/api/received</a>.</p>"
         "<table><tr><th>#</th><th>time (UTC)</th><th>kind</th><th>summary</th><th>format</th><th></th></tr>"
@@ -125,12 +166,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(store: ReceivedStore) -> web.Application:
+def build_app(store: ReceivedStore, heartbeats: HeartbeatStore | None = None) -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app[STORE_KEY] = store
+    app[HEARTBEAT_KEY] = heartbeats or HeartbeatStore()
     app.router.add_post("/slack/{path:.*}", slack)
     app.router.add_post("/discord/api/webhooks/{id}/{token}", discord)
     app.router.add_post("/pagerduty/v2/enqueue", pagerduty)
+    app.router.add_post("/heartbeat", heartbeat)
+    app.router.add_get("/api/heartbeat", heartbeat_state)
     app.router.add_get("/api/received", received)
     app.router.add_delete("/api/received", clear)
     app.router.add_get("/healthz", healthz)

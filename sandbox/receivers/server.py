@@ -1,7 +1,7 @@
 """Serving the capture receivers: `run` for the CLI (foreground), `running_receivers` for tests (a thread).
 
 One event loop serves the HTTP endpoints and the SMTP server. `run` prints one JSON line first with the URLs to
-configure Alertmanager with (`slackUrl`, `discordUrl`, `pagerdutyUrl`, `smtpSmarthost`, `url`).
+configure Alertmanager with (`slackUrl`, `discordUrl`, `pagerdutyUrl`, `smtpSmarthost`, `heartbeatUrl`, `url`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import httpx
 from aiohttp import web
 
 from sandbox.background import serve_until_signalled, serving_in_thread
+from sandbox.receivers.heartbeat import DEFAULT_STALE_AFTER_SECONDS, HeartbeatState, HeartbeatStore
 from sandbox.receivers.http import build_app
 from sandbox.receivers.smtp import smtp_protocol_factory
 from sandbox.receivers.store import Received, ReceivedStore
@@ -31,17 +32,19 @@ class ReceiversConfig:
     port: int = 0  # HTTP: webhooks, the JSON API and the page; 0: a free port
     smtp_port: int = 0
     smtp_credentials: tuple[str, str] | None = None  # require AUTH with these (login, password)
+    heartbeat_stale_after: float = DEFAULT_STALE_AFTER_SECONDS  # no heartbeat for this long: stale
 
 
 class ReceiversServer:
     def __init__(self, config: ReceiversConfig, store: ReceivedStore | None = None) -> None:
         self.config = config
         self.store = store or ReceivedStore()
+        self.heartbeats = HeartbeatStore(config.heartbeat_stale_after)
         self.port = 0
         self.smtp_port = 0
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.store), access_log=None)
+        self._runner = web.AppRunner(build_app(self.store, self.heartbeats), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -68,6 +71,7 @@ class ReceiversServer:
             "discordUrl": f"{base}/discord/api/webhooks/000000000000000000/capture",
             "pagerdutyUrl": f"{base}/pagerduty/v2/enqueue",
             "smtpSmarthost": f"{self.config.host}:{self.smtp_port}",
+            "heartbeatUrl": f"{base}/heartbeat",
         }
 
 
@@ -83,7 +87,9 @@ class RunningReceivers:
         self.smtp_host = server.config.host
         self.smtp_port = server.smtp_port
         self.smtp_smarthost = urls["smtpSmarthost"]
+        self.heartbeat_url = urls["heartbeatUrl"]
         self.store = server.store
+        self._heartbeats = server.heartbeats
         self._client = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
 
     def received(self, kind: str | None = None) -> list[dict[str, Any]]:
@@ -91,6 +97,16 @@ class RunningReceivers:
         response.raise_for_status()
         data: list[dict[str, Any]] = response.json()["data"]
         return data
+
+    def heartbeat(self) -> dict[str, Any]:
+        """GET /api/heartbeat: lastSeen, count, stale, ..."""
+        response = self._client.get("/api/heartbeat")
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def heartbeat_state(self) -> HeartbeatState:
+        return self._heartbeats.state()
 
     def items(self, kind: str | None = None) -> list[Received]:
         return self.store.items(kind)

@@ -71,6 +71,7 @@ def capture_receivers(receivers: RunningReceivers) -> CaptureReceivers:
         smtp_smarthost=receivers.smtp_smarthost,
         smtp_login=SMTP_LOGIN,
         pagerduty_routing_key=PAGERDUTY_KEY,
+        heartbeat_url=receivers.heartbeat_url,
     )
 
 
@@ -79,9 +80,17 @@ def write_secrets(directory: Path, receivers: RunningReceivers) -> Path:
     return write_capture_secrets(directory, capture_receivers(receivers))
 
 
-def render_for(receivers: RunningReceivers, secrets_dir: Path, *, fast: bool) -> dict[str, Any]:
-    """alerts/alertmanager.yml rendered for the capture receivers; `fast` shortens every group timing to 1s."""
-    return capture_alertmanager_config(capture_receivers(receivers), secrets_dir, group_timings="1s" if fast else None)
+def render_for(
+    receivers: RunningReceivers, secrets_dir: Path, *, fast: bool, heartbeat_interval: str | None = None
+) -> dict[str, Any]:
+    """alerts/alertmanager.yml rendered for the capture receivers; `fast` shortens every group timing to 1s,
+    `heartbeat_interval` the Watchdog's repeat (the shipped 1m otherwise)."""
+    return capture_alertmanager_config(
+        capture_receivers(receivers),
+        secrets_dir,
+        group_timings="1s" if fast else None,
+        heartbeat_interval=heartbeat_interval,
+    )
 
 
 @dataclass
@@ -101,11 +110,14 @@ class Alertmanager:
 
 
 @contextmanager
-def running_alertmanager(tmp_path: Path, receivers: RunningReceivers, *, fast: bool = True) -> Iterator[Alertmanager]:
+def running_alertmanager(
+    tmp_path: Path, receivers: RunningReceivers, *, fast: bool = True, heartbeat_interval: str | None = None
+) -> Iterator[Alertmanager]:
     binary = alertmanager_binary()
     home = tmp_path / f"alertmanager-{free_port()}"
     home.mkdir()
-    config = render_for(receivers, write_secrets(home / "secrets", receivers), fast=fast)
+    secrets_dir = write_secrets(home / "secrets", receivers)
+    config = render_for(receivers, secrets_dir, fast=fast, heartbeat_interval=heartbeat_interval)
     config_path = home / "alertmanager.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     port = free_port()
@@ -181,7 +193,9 @@ def running_prometheus(
     *,
     scrape_interval: str = "1s",
     evaluation_interval: str = "1s",
+    flags: tuple[str, ...] = (),
 ) -> Iterator[Prometheus]:
+    """Prometheus with the shipped rules scraping `targets`; `flags` are added to its command line."""
     home = tmp_path / f"prometheus-{free_port()}"
     home.mkdir()
     config = prometheus_config(
@@ -189,7 +203,7 @@ def running_prometheus(
     )
     config_path = home / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    with serving_prometheus(home, config_path, "--enable-feature=exemplar-storage") as (url, process):
+    with serving_prometheus(home, config_path, "--enable-feature=exemplar-storage", *flags) as (url, process):
         yield Prometheus(url=url, process=process)
 
 

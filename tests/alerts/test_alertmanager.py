@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from alerts.alertmanager import RenderError, render
+from alerts.alertmanager import ALERTMANAGER_SOURCE, RenderError, render
 from sandbox.receivers.server import ReceiversConfig, RunningReceivers, running_receivers
 from tests.alerts.support import (
     PAGERDUTY_KEY,
@@ -59,6 +59,11 @@ def test_amtool_check_config(rendered: Path) -> None:
         (["alertname=NoSeverity"], "warning"),
         (["severity=critical", "test_receiver=pagerduty"], "test-pagerduty"),
         (["severity=info", "test_receiver=slack"], "test-slack"),
+        # The Watchdog goes to the heartbeat alone, whatever else it carries; nothing else goes there.
+        (["alertname=Watchdog", "severity=none", "service=monitoring"], "heartbeat"),
+        (["alertname=Watchdog", "severity=critical"], "heartbeat"),
+        (["alertname=WatchdogLike", "severity=none"], "warning"),
+        (["alertname=MonitorMetricAbsent", "severity=warning", "metric=up"], "warning"),
     ],
 )
 def test_routes_per_severity(rendered: Path, labels: list[str], receiver: str) -> None:
@@ -78,6 +83,15 @@ def test_critical_goes_to_pagerduty_and_slack_warning_to_slack_and_discord_info_
     assert set(receivers["critical"]) == {"name", "pagerduty_configs", "slack_configs"}
     assert set(receivers["warning"]) == {"name", "slack_configs", "discord_configs"}
     assert set(receivers["info"]) == {"name", "email_configs"}
+    # The heartbeat: a webhook to the dead man's switch, firing notifications only, every minute.
+    assert set(receivers["heartbeat"]) == {"name", "webhook_configs"}
+    (webhook,) = receivers["heartbeat"]["webhook_configs"]
+    assert webhook["url"].endswith("/heartbeat")
+    assert webhook["send_resolved"] is False
+    (watchdog,) = [route for route in config["route"]["routes"] if route.get("receiver") == "heartbeat"]
+    assert watchdog["matchers"] == ['alertname="Watchdog"']
+    assert (watchdog["group_interval"], watchdog["repeat_interval"]) == ("1m", "1m")
+    assert not watchdog.get("continue")
     assert config["route"]["group_by"] == ["alertname", "service", "provider"]
     # Secrets stay in files Alertmanager reads; only Discord's URL (no *_file field in 0.25) is rendered in.
     assert receivers["critical"]["pagerduty_configs"][0]["routing_key_file"].endswith("/pagerduty_routing_key")
@@ -93,6 +107,18 @@ def test_render_refuses_a_missing_secret_or_variable(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="UNSET_VARIABLE"):
         render("url: ${UNSET_VARIABLE}", {})
     assert render("a: ${X:-fallback}\nb: ${Y:-true}", {}) == {"a": "fallback", "b": True}
+    # The heartbeat URL has a default (the local capture receivers) and comes from the environment.
+    env = {"MUSDPAY_ALERT_SECRETS_DIR": str(tmp_path)}
+    (tmp_path / "discord_webhook_url").write_text("https://discord.test/x", encoding="utf-8")
+    shipped = ALERTMANAGER_SOURCE.read_text(encoding="utf-8")
+
+    def heartbeat_url(config: dict[str, Any]) -> str:
+        receiver = next(r for r in config["receivers"] if r["name"] == "heartbeat")
+        return str(receiver["webhook_configs"][0]["url"])
+
+    assert heartbeat_url(render(shipped, env)) == "http://127.0.0.1:9300/heartbeat"
+    ping = "https://hc-ping.com/0f2c3c1e-6a57-4c1e-9b5e-3a1f2d4c5b6a"
+    assert heartbeat_url(render(shipped, {**env, "MUSDPAY_ALERT_HEARTBEAT_URL": ping})) == ping
     # A value can never change the document's structure.
     assert render("a: ${X}", {"X": "b: c\nd: [e]"}) == {"a": "b: c\nd: [e]"}
 

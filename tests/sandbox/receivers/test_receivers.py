@@ -1,5 +1,6 @@
 """The capture receivers accept what Slack, Discord, PagerDuty and SMTP accept, refuse what they refuse (with
-their status codes), keep everything, and list it on a page."""
+their status codes), keep everything, and list it on a page; and, as a dead man's switch, count Alertmanager's
+Watchdog heartbeats and say when they stop."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Any
 
 import httpx
 import pytest
 
-from sandbox.receivers.formats import validate_discord, validate_pagerduty, validate_slack
+from sandbox.receivers.formats import (
+    validate_alertmanager_webhook,
+    validate_discord,
+    validate_pagerduty,
+    validate_slack,
+)
 from sandbox.receivers.server import ReceiversConfig, RunningReceivers, running_receivers
 from tests.support.waiting import wait_until
 
@@ -114,3 +121,81 @@ def test_page_lists_what_was_received_and_clear_forgets_it(receivers: RunningRec
     receivers.clear()
     assert receivers.received() == []
     assert httpx.get(receivers.url + "/api/received", params={"kind": "fax"}).status_code == 400
+
+
+def _alertmanager_payload(status: str = "firing") -> dict[str, Any]:
+    """What Alertmanager 0.25's webhook sends (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
+    alert = {
+        "status": status,
+        "labels": {"alertname": "Watchdog", "severity": "none", "service": "monitoring"},
+        "annotations": {"summary": "The alerting pipeline is alive (this alert always fires)"},
+        "startsAt": "2026-01-01T00:00:00.000Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-01-01T00:10:00Z",
+        "generatorURL": "http://prometheus.test/graph?g0.expr=vector%281%29",
+        "fingerprint": "e2a2a7c3b9f0a1d4",
+    }
+    return {
+        "receiver": "heartbeat",
+        "status": status,
+        "alerts": [alert],
+        "groupLabels": {"alertname": "Watchdog"},
+        "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://alertmanager.test",
+        "version": "4",
+        "groupKey": '{}/{alertname="Watchdog"}:{alertname="Watchdog"}',
+        "truncatedAlerts": 0,
+    }
+
+
+def test_heartbeat_counts_firing_watchdogs_refuses_other_payloads_and_keeps_them_apart(
+    receivers: RunningReceivers,
+) -> None:
+    assert receivers.heartbeat()["count"] == 0
+    ok = httpx.post(receivers.heartbeat_url, json=_alertmanager_payload())
+    assert (ok.status_code, ok.json()) == (200, {"status": "ok", "heartbeat": True})
+    resolved = httpx.post(receivers.heartbeat_url, json=_alertmanager_payload("resolved"))
+    assert (resolved.status_code, resolved.json()["heartbeat"]) == (200, False)  # a resolve is no heartbeat
+    bad = httpx.post(receivers.heartbeat_url, json={"version": "3", "status": "up", "alerts": []})
+    assert bad.status_code == 400
+    assert 'version must be "4"' in bad.json()["errors"]
+    state = receivers.heartbeat()
+    assert state["count"] == 1
+    assert state["stale"] is False
+    assert state["alertnames"] == ["Watchdog"]
+    assert state["lastSeen"] is not None
+    assert state["lastResolvedAt"] is not None
+    assert state["rejected"] == 1
+    assert receivers.received() == [], "heartbeats are not notifications"
+    page = httpx.get(receivers.url + "/")
+    assert "Heartbeat" in page.text
+    assert "alive" in page.text
+
+
+def test_heartbeat_goes_stale_when_none_arrives_within_the_window() -> None:
+    with running_receivers(ReceiversConfig(heartbeat_stale_after=0.5)) as running:
+        assert httpx.post(running.heartbeat_url, json=_alertmanager_payload()).status_code == 200
+        assert running.heartbeat()["stale"] is False
+        stale = wait_until(lambda: running.heartbeat()["stale"], timeout=5, interval=0.1, what="the heartbeat stale")
+        assert stale is True
+        assert "STALE" in httpx.get(running.url + "/").text
+        httpx.post(running.heartbeat_url, json=_alertmanager_payload())
+        state = running.heartbeat()
+        assert (state["stale"], state["count"]) == (False, 2)
+
+
+def test_alertmanager_webhook_validator_names_each_problem() -> None:
+    assert validate_alertmanager_webhook(_alertmanager_payload()) == []
+    assert validate_alertmanager_webhook(_alertmanager_payload("resolved")) == []
+    payload = _alertmanager_payload()
+    payload["alerts"][0] = {**payload["alerts"][0], "startsAt": "yesterday", "labels": {}}
+    del payload["groupKey"]
+    assert validate_alertmanager_webhook(payload) == [
+        "groupKey must be a string",
+        "alerts[0].labels must be an object with an alertname",
+        "alerts[0].startsAt must be an RFC 3339 timestamp",
+    ]
+    assert validate_alertmanager_webhook({**_alertmanager_payload(), "alerts": []}) == [
+        "alerts must be a non-empty list"
+    ]
+    assert validate_alertmanager_webhook([]) == ["the body must be a JSON object"]
