@@ -70,6 +70,47 @@ def deliver() -> None:
 
 
 @main.command()
+def reconcile() -> None:
+    """Run one Stripe reconciliation pass now (sessions retrieved, failed-delivery events recovered), then exit.
+
+    Safe beside the API's own passes and webhooks (everything it does is idempotent). Exit 1 when Stripe or the
+    database cannot be reached, 2 when Stripe is not configured."""
+    from sqlalchemy.exc import OperationalError
+
+    from payment.core.config import get_settings
+    from payment.core.db import create_db_engine, make_session_factory
+    from payment.core.logs import configure_logging
+    from payment.core.metrics import PaymentMetrics
+    from payment.core.telemetry import Telemetry
+    from payment.reconcile.service import RunOutcome, run_pass
+    from payment.reconcile.stripe import ReconcileStripe, StripeUnavailable
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json_output=settings.log_format == "json")
+    telemetry = Telemetry(metrics=PaymentMetrics(process_collectors=False))
+    stripe = ReconcileStripe.from_settings(settings, telemetry)
+    if stripe is None:
+        click.echo("reconcile failed: Stripe is not configured (MUSDPAY_STRIPE_SECRET_KEY)", err=True)
+        sys.exit(2)
+    engine = create_db_engine(settings)
+    try:
+        report = run_pass(factory=make_session_factory(engine), stripe=stripe, settings=settings, telemetry=telemetry)
+    except StripeUnavailable as exc:
+        click.echo(f"reconcile failed: Stripe unavailable ({exc.error_type.value}); nothing more was done", err=True)
+        sys.exit(1)
+    except OperationalError as exc:
+        click.echo(f"reconcile failed: database unavailable ({type(exc.orig).__name__})", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    truncated = " (more failed events than one pass reads: run again)" if report.outcome is RunOutcome.truncated else ""
+    click.echo(
+        f"reconcile: {report.sessions_checked} sessions checked, {report.sessions_corrected} corrected, "
+        f"{report.events_recovered} events recovered ({report.events_listed} listed){truncated}"
+    )
+
+
+@main.command()
 @click.option(
     "--config",
     "config_path",

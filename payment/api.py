@@ -43,6 +43,10 @@ from payment.onramp import service as onramp_service
 from payment.onramp import stripe_gateway
 from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway
 from payment.onramp.views import router as onramp_router
+from payment.reconcile import service as reconcile_service
+from payment.reconcile import stripe as reconcile_stripe
+from payment.reconcile.scheduled import Reconciler
+from payment.reconcile.stripe import ReconcileStripe
 from payment.security.bodylimit import BodyLimitMiddleware
 from payment.security.headers import SecurityHeadersMiddleware
 from payment.security.ratelimit import build_rate_limiter
@@ -94,6 +98,8 @@ def known_labels(settings: Settings, providers: Sequence[str]) -> list[LabelSets
         stripe_gateway.metric_labels(),
         delivery_worker.metric_labels(settings),
         rpc_pool.metric_labels(providers),
+        reconcile_service.metric_labels(),
+        reconcile_stripe.metric_labels(),
     ]
 
 
@@ -149,6 +155,14 @@ def create_app(
     # Every counter a dashboard, SLO or alert reads exists at 0 from the first scrape (docs/metrics.md).
     telemetry.metrics.initialise(*known_labels(settings, pool.names))
     state.chain = ChainClient(pool)
+    # Stripe reconciliation (payment/reconcile): with the Stripe of the settings only (not a caller's gateway).
+    telemetry.metrics.reconcile_interval.set(settings.reconcile_interval_seconds)
+    reconcile_client = ReconcileStripe.from_settings(settings, telemetry) if stripe_gateway is not None else None
+    reconciler = (
+        Reconciler(settings=settings, factory=state.factory, stripe=reconcile_client, telemetry=telemetry)
+        if reconcile_client is not None and settings.reconcile_interval_seconds > 0
+        else None
+    )
     if settings.delivery_worker_enabled:
         state.delivery_worker = DeliveryWorker(
             settings=settings, factory=state.factory, run_db=state.run_db, chain=state.chain, telemetry=telemetry
@@ -162,13 +176,14 @@ def create_app(
         if chain_pool is None:
             await pool.start()
         worker = asyncio.create_task(state.delivery_worker.run()) if state.delivery_worker is not None else None
+        reconcile = asyncio.create_task(reconciler.run()) if reconciler is not None else None
         if freeze_heap:
             gc.collect()  # what start-up left as garbage is freed, not frozen
             gc.freeze()
         try:
             yield
         finally:
-            for task in (recovery, worker):
+            for task in (recovery, worker, reconcile):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

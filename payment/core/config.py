@@ -234,6 +234,17 @@ class Settings(BaseSettings):
     creation_lease_seconds: float = Field(default=60.0, gt=0)
     recovery_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # Stripe reconciliation (payment/reconcile, docs/onramp.md): a pass every interval (0: never, in the API),
+    # under the lease "reconcile". It retrieves sessions not final and unchanged for `stale`, and lists the events
+    # whose delivery failed since the last pass (less the lookback: Stripe marks an event failed only once its
+    # retries end, up to 3 days in live mode).
+    reconcile_interval_seconds: float = Field(default=300.0, ge=0)
+    reconcile_stale_seconds: float = Field(default=120.0, ge=0)
+    reconcile_max_sessions: int = Field(default=200, ge=1)  # sessions retrieved per pass, least recently changed first
+    reconcile_max_event_pages: int = Field(default=10, ge=1)  # List Events pages (100 events each) per pass
+    reconcile_events_lookback_seconds: float = Field(default=259_200.0, ge=0)
+    reconcile_retry_initial_seconds: float = Field(default=5.0, gt=0)  # after a failed pass, doubling to the interval
+
     # Mezo chain (defaults fit `musdpay sandbox chain`): providers in order of preference, the pool's health policy.
     chain_id: int = Field(default=31611, ge=1)  # 31611 Mezo testnet, 31612 mainnet
     rpc_providers: Annotated[list[RpcProvider], NoDecode] = Field(

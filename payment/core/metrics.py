@@ -275,6 +275,55 @@ class PaymentMetrics:
             registry=r,
         )
 
+        # Stripe reconciliation (payment/reconcile).
+        self.reconcile_runs = Counter(
+            "reconcile_runs_total",
+            "Reconciliation passes, by outcome (success, truncated, skipped, stripe_error, rate_limited, "
+            "database_error, failed).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            "reconcile_last_success_timestamp_seconds",
+            "Unix time of the last reconciliation pass that finished, by any instance (0: none yet).",
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.reconcile_interval = Gauge(
+            "reconcile_interval_seconds",
+            "The configured reconciliation interval (0: reconciliation is off).",
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.reconcile_sessions_checked = Counter(
+            "reconcile_sessions_checked_total",
+            "Sessions reconciliation retrieved from Stripe.",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reconcile_sessions_corrected = Counter(
+            "reconcile_sessions_corrected_total",
+            "Sessions whose status reconciliation changed to Stripe's (a webhook was lost or late).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reconcile_events_recovered = Counter(
+            "reconcile_events_recovered_total",
+            "Events whose delivery failed at Stripe that reconciliation listed and recorded (not seen before).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "reconcile_duration_seconds",
+            "Duration of reconciliation passes (skipped ones excluded).",
+            namespace=NAMESPACE,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+
     def initialise(self, *label_sets: LabelSets) -> None:
         """Create every series known in advance at 0 (once, when the application is built)."""
         initialise_families(self, label_sets)

@@ -109,6 +109,7 @@ class TransitionSource(StrEnum):
     api = "api"  # Stripe's answer to our create call
     recovery = "recovery"  # the sweep finishing an interrupted creation
     webhook = "webhook"  # a Stripe event
+    reconcile = "reconcile"  # reconciliation: a session retrieved from Stripe, or an event it listed (reconcile/)
 
 
 class Fee(StrEnum):

@@ -46,6 +46,7 @@ __all__ = [
     "InvalidSignature",
     "Outcome",
     "ingest_event",
+    "ingest_recovered_event",
     "metric_labels",
     "replay_event",
     "verify_signature",
@@ -58,6 +59,9 @@ _INSERT_EVENT = Statement(insert(EVENTS))
 _EVENT_EXISTS = Statement(select(EVENTS.c.id).where(EVENTS.c.id == bindparam("event_id")))
 
 SESSION_UPDATED = "crypto.onramp_session_updated"
+# webhook_events.origin: delivered to our endpoint, or found by reconciliation's List Events.
+ORIGIN_WEBHOOK = "webhook"
+ORIGIN_RECONCILE = "reconcile"
 
 
 class Outcome(StrEnum):
@@ -180,6 +184,30 @@ def ingest_event(
     return result
 
 
+def ingest_recovered_event(
+    *,
+    factory: sessionmaker[Session],
+    settings: Settings,
+    telemetry: Telemetry,
+    event: dict[str, Any],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> IngestResult:
+    """Record and apply an event that reconciliation listed at Stripe, exactly as a delivery of it would be.
+
+    Stored in webhook_events under its id (origin `reconcile`), so a later delivery of it is a duplicate and an
+    earlier one makes this a duplicate; its status changes have source `reconcile`. Not counted in
+    `musdpay_webhook_events_total`: reconciliation counts what it recovers.
+    """
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    parsed = _parse_event(payload)
+    result, applied = _record_and_apply(
+        factory, settings, telemetry, parsed, payload, clock(),
+        source=TransitionSource.reconcile, origin=ORIGIN_RECONCILE,
+    )  # fmt: skip
+    record_applied(telemetry, applied)
+    return result
+
+
 def _record_and_apply(
     factory: sessionmaker[Session],
     settings: Settings,
@@ -187,6 +215,9 @@ def _record_and_apply(
     event: dict[str, Any],
     payload: bytes,
     now: datetime,
+    *,
+    source: TransitionSource = TransitionSource.webhook,
+    origin: str = ORIGIN_WEBHOOK,
 ) -> tuple[IngestResult, Applied | None]:
     event_id: str = event["id"]
     event_type: str = event["type"]
@@ -194,7 +225,7 @@ def _record_and_apply(
     tracer: trace.Tracer | None = telemetry.sql_tracer
     try:
         with direct_transaction(factory, tracer) as conn:
-            outcome, session_id, applied, enqueued = _apply(conn, settings, event, obj, now)
+            outcome, session_id, applied, enqueued = _apply(conn, settings, event, obj, now, source=source)
             # Recorded last: if the id is taken (a duplicate delivery), the unique key fails the insert and the
             # whole transaction, the session's changes included, rolls back.
             conn.execute(
@@ -210,6 +241,7 @@ def _record_and_apply(
                     "session_id": session_id,
                     "stripe_object_id": str(obj.get("id"))[:255] if obj.get("id") else None,
                     "payload": payload.decode("utf-8"),
+                    "origin": origin,
                 },
             )
             crash_point(settings, "webhook_before_commit")
@@ -222,7 +254,13 @@ def _record_and_apply(
 
 
 def _apply(
-    conn: DirectConnection, settings: Settings, event: dict[str, Any], obj: dict[str, Any], now: datetime
+    conn: DirectConnection,
+    settings: Settings,
+    event: dict[str, Any],
+    obj: dict[str, Any],
+    now: datetime,
+    *,
+    source: TransitionSource = TransitionSource.webhook,
 ) -> tuple[Outcome, str | None, Applied | None, bool]:
     if event["type"] != SESSION_UPDATED:
         return Outcome.ignored, None, None, False
@@ -235,9 +273,7 @@ def _apply(
     if row is None:
         return Outcome.unknown_session, None, None, False
     link_current_span(row.creation_traceparent)
-    changes, applied = apply_snapshot(
-        row, snapshot, position=(event["created"], event["id"]), source=TransitionSource.webhook, now=now
-    )
+    changes, applied = apply_snapshot(row, snapshot, position=(event["created"], event["id"]), source=source, now=now)
     enqueued = write_snapshot(conn, row, changes, applied, event["id"], settings=settings)
     return (Outcome.processed if applied else Outcome.out_of_order), row.id, applied, enqueued
 
