@@ -101,6 +101,21 @@ class ChainClient:
         receipt["logs"] = [_decoded(entry, _LOG_QUANTITIES) for entry in _dicts(result.get("logs") or [])]
         return receipt
 
+    async def get_logs(
+        self, *, address: str, topics: list[str | None], from_block: int, to_block: int
+    ) -> list[dict[str, Any]]:
+        """Logs of a contract between two blocks (inclusive) matching `topics` (None: any value there)."""
+        query = {
+            "address": to_checksum_address(address),
+            "topics": topics,
+            "fromBlock": to_hex(from_block),
+            "toBlock": to_hex(to_block),
+        }
+        result = await self.pool.request("eth_getLogs", [query])
+        if not isinstance(result, list):
+            raise _invalid("eth_getLogs", "the answer is not a list")
+        return [_decoded(entry, _LOG_QUANTITIES) for entry in _dicts(result)]
+
     async def erc20_balance(self, token: str, address: str, block: BlockId = "latest") -> int:
         """`balanceOf(address)` of an ERC-20 token (MUSD: 18 decimals), by eth_call."""
         data = encode_hex(_BALANCE_OF + abi_encode(["address"], [to_checksum_address(address)]))

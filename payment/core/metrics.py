@@ -324,6 +324,32 @@ class PaymentMetrics:
             registry=r,
         )
 
+        # Three-ledger conservation (payment/ledgers): open disagreements between Stripe, our database and the
+        # chain, set from the ledger_discrepancies table after each check.
+        self.ledger_discrepancies = Gauge(
+            "ledger_discrepancies",
+            "Open ledger discrepancies (Stripe, database and chain disagree), by kind.",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ledger_discrepancy_amount = Gauge(
+            "ledger_discrepancy_amount",
+            "Amount at stake in open ledger discrepancies, in major units, by kind and currency (musd, usd, ...).",
+            ["kind", "currency"],
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ledger_last_check = Gauge(
+            "ledger_last_check_timestamp_seconds",
+            "Unix time of the last completed ledger check.",
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+
     def initialise(self, *label_sets: LabelSets) -> None:
         """Create every series known in advance at 0 (once, when the application is built)."""
         initialise_families(self, label_sets)

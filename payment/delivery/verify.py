@@ -7,7 +7,6 @@ has the configured confirmations. Everything else gets a precise reason, because
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,7 @@ from eth_utils.crypto import keccak
 from payment.delivery.chain import ChainAccess, as_int, from_units
 from payment.delivery.status import DeliveryStatus
 
-__all__ = ["TRANSFER_TOPIC", "Verdict", "check_transfer"]
+__all__ = ["TRANSFER_TOPIC", "TransferLog", "Verdict", "address_topic", "check_transfer", "transfer_logs"]
 
 TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 
@@ -38,21 +37,25 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class _Transfer:
+class TransferLog:
+    """An ERC-20 `Transfer` log: the token contract, from, to, and the amount in units."""
+
     token: str
     sender: str
     recipient: str
     units: int
 
 
-def _address_topic(topic: Any) -> str:
+def address_topic(topic: Any) -> str:
+    """The address in an indexed topic (the last 20 bytes), lower case."""
     text = topic.hex() if isinstance(topic, (bytes, bytearray)) else str(topic)
     return "0x" + text.removeprefix("0x")[-40:].lower()
 
 
-def _transfers(receipt: Mapping[str, Any]) -> list[_Transfer]:
+def transfer_logs(logs: Any) -> list[TransferLog]:
+    """The ERC-20 `Transfer` logs among `logs` (a receipt's, or eth_getLogs' answer)."""
     found = []
-    for log in receipt.get("logs") or []:
+    for log in logs or []:
         topics = log.get("topics") or []
         if len(topics) != 3:  # ERC-721 Transfer has 4 topics; anything else is not an ERC-20 Transfer
             continue
@@ -64,10 +67,10 @@ def _transfers(receipt: Mapping[str, Any]) -> list[_Transfer]:
         if not raw:
             continue
         found.append(
-            _Transfer(
+            TransferLog(
                 token=str(log.get("address", "")).lower(),
-                sender=_address_topic(topics[1]),
-                recipient=_address_topic(topics[2]),
+                sender=address_topic(topics[1]),
+                recipient=address_topic(topics[2]),
                 units=int(raw[:64], 16),
             )
         )
@@ -93,7 +96,7 @@ async def check_transfer(
     if as_int(receipt.get("status", 0)) != 1:
         return Verdict(DeliveryStatus.failed, "the transaction reverted", block_number=block)
     wallet, token = wallet.lower(), token.lower()
-    transfers = _transfers(receipt)
+    transfers = transfer_logs(receipt.get("logs"))
     to_wallet = [t for t in transfers if t.recipient == wallet and t.token == token]
     delivered = sum(t.units for t in to_wallet)
     if not to_wallet:

@@ -9,6 +9,7 @@ from payment.auth import models as _auth_models  # noqa: F401 - registers the ta
 from payment.core.config import Settings
 from payment.core.db import Base, create_db_engine
 from payment.delivery import models as _delivery_models  # noqa: F401 - registers the tables
+from payment.ledgers import models as _ledger_models  # noqa: F401 - registers the tables
 from payment.onramp import models as _onramp_models  # noqa: F401 - registers the tables
 from payment.reconcile import models as _reconcile_models  # noqa: F401 - registers the tables
 from payment.webhooks import models as _webhook_models  # noqa: F401 - registers the tables
