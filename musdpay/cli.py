@@ -70,11 +70,15 @@ def deliver() -> None:
 
 
 @main.command()
-def reconcile() -> None:
-    """Run one Stripe reconciliation pass now (sessions retrieved, failed-delivery events recovered), then exit.
+@click.option("--ledgers", "ledgers_only", is_flag=True, help="Run the ledger check instead of the Stripe pass.")
+@click.option("--report", is_flag=True, help="Run the ledger check and print its table and the open discrepancies.")
+def reconcile(ledgers_only: bool, report: bool) -> None:
+    """Run one Stripe reconciliation pass now (sessions retrieved, failed-delivery events recovered), then exit;
+    or, with --ledgers or --report, the three-ledger check (Stripe, the database and the chain agree).
 
-    Safe beside the API's own passes and webhooks (everything it does is idempotent). Exit 1 when Stripe or the
-    database cannot be reached, 2 when Stripe is not configured."""
+    Safe beside the API's own passes and webhooks (everything it does is idempotent). Exit 1 when Stripe, the
+    chain or the database cannot be reached, 2 when Stripe is not configured; the ledger check exits 3 when
+    discrepancies are open."""
     from sqlalchemy.exc import OperationalError
 
     from payment.core.config import get_settings
@@ -94,7 +98,11 @@ def reconcile() -> None:
         sys.exit(2)
     engine = create_db_engine(settings)
     try:
-        report = run_pass(factory=make_session_factory(engine), stripe=stripe, settings=settings, telemetry=telemetry)
+        if ledgers_only or report:
+            sys.exit(_ledger_check(settings, engine, stripe, telemetry, show_table=report))
+        pass_report = run_pass(
+            factory=make_session_factory(engine), stripe=stripe, settings=settings, telemetry=telemetry
+        )
     except StripeUnavailable as exc:
         click.echo(f"reconcile failed: Stripe unavailable ({exc.error_type.value}); nothing more was done", err=True)
         sys.exit(1)
@@ -103,11 +111,59 @@ def reconcile() -> None:
         sys.exit(1)
     finally:
         engine.dispose()
-    truncated = " (more failed events than one pass reads: run again)" if report.outcome is RunOutcome.truncated else ""
-    click.echo(
-        f"reconcile: {report.sessions_checked} sessions checked, {report.sessions_corrected} corrected, "
-        f"{report.events_recovered} events recovered ({report.events_listed} listed){truncated}"
+    truncated = (
+        " (more failed events than one pass reads: run again)" if pass_report.outcome is RunOutcome.truncated else ""
     )
+    click.echo(
+        f"reconcile: {pass_report.sessions_checked} sessions checked, {pass_report.sessions_corrected} corrected, "
+        f"{pass_report.events_recovered} events recovered ({pass_report.events_listed} listed){truncated}"
+    )
+
+
+def _ledger_check(settings: Any, engine: Any, stripe: Any, telemetry: Any, *, show_table: bool) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from payment.chain.client import ChainClient
+    from payment.chain.errors import RpcError
+    from payment.chain.pool import ProviderPool
+    from payment.core.db import make_session_factory, run_db_on
+    from payment.ledgers import service as ledgers
+
+    factory = make_session_factory(engine)
+
+    async def check() -> Any:
+        pool = ProviderPool.from_settings(settings, telemetry)
+        await pool.start()
+        try:
+            context = ledgers.build_context(
+                settings,
+                factory=factory,
+                run_db=run_db_on(engine),
+                fetch_stripe_session=stripe.retrieve_session,
+                chain=ChainClient(pool),
+                metrics=telemetry.metrics,
+                clock=lambda: datetime.now(UTC),
+            )
+            return await ledgers.check_window(context, settings)
+        finally:
+            await pool.aclose()
+
+    try:
+        result = asyncio.run(check())
+    except RpcError as exc:
+        click.echo(f"ledger check failed: the chain cannot be read ({exc})", err=True)
+        return 1
+    still_open = ledgers.open_discrepancies(factory)
+    if show_table:
+        click.echo(ledgers.render_report(result, still_open))
+    else:
+        click.echo(
+            f"ledgers: {result.sessions_checked} purchases checked, {result.agreeing} agreeing, "
+            f"{len(result.findings)} disagreements ({result.opened} new, {result.resolved} resolved), "
+            f"{len(still_open)} open"
+        )
+    return 3 if still_open else 0
 
 
 @main.command()

@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 import stripe
@@ -39,6 +40,7 @@ from payment.delivery.views import router as delivery_router
 from payment.delivery.worker import DeliveryWorker
 from payment.deps import AppState
 from payment.health.views import router as health_router
+from payment.ledgers import service as ledgers_service
 from payment.onramp import service as onramp_service
 from payment.onramp import stripe_gateway
 from payment.onramp.stripe_gateway import OnrampGateway, StripeOnrampGateway
@@ -100,6 +102,7 @@ def known_labels(settings: Settings, providers: Sequence[str]) -> list[LabelSets
         rpc_pool.metric_labels(providers),
         reconcile_service.metric_labels(),
         reconcile_stripe.metric_labels(),
+        ledgers_service.metric_labels(),
     ]
 
 
@@ -158,11 +161,28 @@ def create_app(
     # Stripe reconciliation (payment/reconcile): with the Stripe of the settings only (not a caller's gateway).
     telemetry.metrics.reconcile_interval.set(settings.reconcile_interval_seconds)
     reconcile_client = ReconcileStripe.from_settings(settings, telemetry) if stripe_gateway is not None else None
-    reconciler = (
-        Reconciler(settings=settings, factory=state.factory, stripe=reconcile_client, telemetry=telemetry)
-        if reconcile_client is not None and settings.reconcile_interval_seconds > 0
-        else None
-    )
+    reconciler = None
+    if reconcile_client is not None and settings.reconcile_interval_seconds > 0:
+        ledgers: Callable[[], Awaitable[object]] | None = None
+        if settings.ledger_check_enabled:
+            context = ledgers_service.build_context(
+                settings,
+                factory=state.factory,
+                run_db=state.run_db,
+                fetch_stripe_session=reconcile_client.retrieve_session,
+                chain=state.chain,
+                metrics=telemetry.metrics,
+                clock=lambda: datetime.now(UTC),
+            )
+
+            def check() -> Awaitable[ledgers_service.LedgerReport]:
+                return ledgers_service.check_window(context, settings)
+
+            ledgers = check
+
+        reconciler = Reconciler(
+            settings=settings, factory=state.factory, stripe=reconcile_client, telemetry=telemetry, ledgers=ledgers
+        )
     if settings.delivery_worker_enabled:
         state.delivery_worker = DeliveryWorker(
             settings=settings, factory=state.factory, run_db=state.run_db, chain=state.chain, telemetry=telemetry

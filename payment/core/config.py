@@ -122,6 +122,7 @@ class RateRule(BaseModel):
 DEFAULT_RATE_LIMITS = {
     "default": RateRule(limit=300, period=60),
     "create_session": RateRule(limit=30, period=60),
+    "quote": RateRule(limit=30, period=60),  # each one is a call to Stripe, like a session
     "auth": RateRule(limit=30, period=60),  # sign-in, token refresh
     "auth_failure": RateRule(limit=10, period=300),  # 401 answers; once empty, credentials are refused (429)
     "webhook": RateRule(limit=6000, period=60),  # Stripe: generous, on its own bucket, never the default's
@@ -129,6 +130,7 @@ DEFAULT_RATE_LIMITS = {
 # `[METHOD ]/path` (a `*` suffix matches a prefix) -> rule name, or `exempt`; other routes use `default`.
 DEFAULT_RATE_LIMIT_ROUTES = {
     "POST /api/v1/onramp/sessions": "create_session",
+    "GET /api/v1/onramp/quotes": "quote",
     "/api/v1/webhooks/stripe": "webhook",
     "/api/v1/auth/*": "auth",
     "/healthz": "exempt",
@@ -173,6 +175,10 @@ class Environment(StrEnum):
     test = "test"
     staging = "staging"
     production = "production"
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdefABCDEF" for char in text)
 
 
 def _split_csv(value: Any) -> Any:
@@ -244,6 +250,17 @@ class Settings(BaseSettings):
     reconcile_max_event_pages: int = Field(default=10, ge=1)  # List Events pages (100 events each) per pass
     reconcile_events_lookback_seconds: float = Field(default=259_200.0, ge=0)
     reconcile_retry_initial_seconds: float = Field(default=5.0, gt=0)  # after a failed pass, doubling to the interval
+
+    # Three-ledger conservation (payment/ledgers, docs/onramp.md): after each reconciliation pass of the lease holder,
+    # the purchases fulfilled within the window are compared across Stripe, the database and the chain, and the
+    # treasury's MUSD outflows of the last `ledger_outflow_blocks` blocks are matched to purchases.
+    ledger_check_enabled: bool = True
+    ledger_window_seconds: float = Field(default=86_400.0, gt=0)
+    ledger_max_sessions: int = Field(default=1_000, ge=1)
+    ledger_outflow_blocks: int = Field(default=50_000, ge=1)
+    ledger_log_chunk_blocks: int = Field(default=5_000, ge=1)  # blocks per eth_getLogs (providers cap the range)
+    # Accounts whose MUSD outflows must each belong to a purchase, besides the treasury key's own address.
+    ledger_treasury_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Mezo chain (defaults fit `musdpay sandbox chain`): providers in order of preference, the pool's health policy.
     chain_id: int = Field(default=31611, ge=1)  # 31611 Mezo testnet, 31612 mainnet
@@ -363,6 +380,7 @@ class Settings(BaseSettings):
         "cors_origins",
         "crash_points",
         "siwe_domains",
+        "ledger_treasury_addresses",
         mode="before",
     )
     @classmethod
@@ -378,6 +396,14 @@ class Settings(BaseSettings):
     @classmethod
     def _jwt_keys(cls, value: Any) -> Any:
         return _parse_jwt_keys(value)
+
+    @field_validator("ledger_treasury_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if len(address) != 42 or not address.startswith("0x") or not _is_hex(address[2:]):
+                raise ValueError(f"not an address: {address!r} (0x and 40 hex digits)")
+        return value
 
     @field_validator("rpc_providers")
     @classmethod

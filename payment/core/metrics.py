@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,6 +40,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Minutes to hours: how long a buyer takes to pay and Stripe to deliver.
 FULFILLMENT_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400)
 LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+# Slippage, signed around 0 (negative: the buyer got more): a share of the quote, and MUSD on chain.
+SLIPPAGE_RATIO_BUCKETS = (-0.1, -0.05, -0.02, -0.01, -0.005, -0.001, 0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
+SLIPPAGE_AMOUNT_BUCKETS = (-10, -1, -0.1, -0.01, -0.001, 0, 0.001, 0.01, 0.1, 1, 10)
 
 # Event types we label by name; anything else Stripe sends is counted as "other".
 KNOWN_EVENT_TYPES = frozenset({"crypto.onramp_session_updated"})
@@ -144,6 +148,13 @@ class PaymentMetrics:
             buckets=FULFILLMENT_BUCKETS,
             registry=r,
         )
+        self.quote_slippage = Histogram(
+            "onramp_quote_slippage_ratio",
+            "(quoted - Stripe's destination_amount) / quoted, per session fulfilled with a quote passed at creation.",
+            namespace=NAMESPACE,
+            buckets=SLIPPAGE_RATIO_BUCKETS,
+            registry=r,
+        )
 
         # Stripe webhooks.
         self.webhook_events = Counter(
@@ -196,6 +207,13 @@ class PaymentMetrics:
             ["mode"],
             namespace=NAMESPACE,
             buckets=FULFILLMENT_BUCKETS,
+            registry=r,
+        )
+        self.delivery_slippage = Histogram(
+            "delivery_slippage_amount",
+            "Stripe's destination_amount minus the MUSD verified on chain, per verified delivery (major units).",
+            namespace=NAMESPACE,
+            buckets=SLIPPAGE_AMOUNT_BUCKETS,
             registry=r,
         )
 
@@ -342,6 +360,13 @@ class PaymentMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.ledger_checks = Counter(
+            "ledger_checks_total",
+            "Ledger checks by outcome (success, failed).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.ledger_last_check = Gauge(
             "ledger_last_check_timestamp_seconds",
             "Unix time of the last completed ledger check.",
@@ -353,6 +378,11 @@ class PaymentMetrics:
     def initialise(self, *label_sets: LabelSets) -> None:
         """Create every series known in advance at 0 (once, when the application is built)."""
         initialise_families(self, label_sets)
+
+    def observe_delivery_slippage(self, destination_amount: Decimal | None, delivered_amount: Decimal | None) -> None:
+        """A verified delivery: Stripe's destination_amount less what arrived on chain (nothing if one is unknown)."""
+        if destination_amount is not None and delivered_amount is not None:
+            self.delivery_slippage.observe(float(destination_amount - delivered_amount))
 
     def watch_pool(self, engine: Engine) -> None:
         """Expose the engine's pool occupancy and time its checkouts."""

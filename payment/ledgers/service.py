@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from eth_account import Account
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from payment.core.metrics import PaymentMetrics
+from payment.core.config import Settings
+from payment.core.metrics import LabelSets, PaymentMetrics
 from payment.delivery.chain import from_units
 from payment.delivery.models import Delivery, DeliveryTransaction
 from payment.delivery.verify import TRANSFER_TOPIC, transfer_logs
@@ -38,9 +40,14 @@ __all__ = [
     "LedgerContext",
     "LedgerReport",
     "acknowledge",
+    "build_context",
     "check_ledgers",
+    "check_window",
+    "metric_labels",
     "open_discrepancies",
     "refresh_gauges",
+    "render_report",
+    "treasury_addresses",
 ]
 
 OUTFLOW_KINDS = frozenset({Kind.unexplained_outflow})
@@ -88,6 +95,52 @@ class LedgerReport:
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
+CHECK_OUTCOMES = ("success", "failed")
+
+
+def metric_labels() -> LabelSets:
+    return {"ledger_checks": [(outcome,) for outcome in CHECK_OUTCOMES]}
+
+
+def treasury_addresses(settings: Settings) -> list[str]:
+    """The treasury key's address (treasury mode's sender) and any configured others."""
+    addresses = list(settings.ledger_treasury_addresses)
+    if settings.treasury_key is not None:
+        addresses.append(Account.from_key(settings.treasury_key.get_secret_value()).address)
+    return sorted({address.lower() for address in addresses})
+
+
+def build_context(
+    settings: Settings,
+    *,
+    factory: sessionmaker[Session],
+    run_db: Callable[..., Awaitable[Any]],
+    fetch_stripe_session: Callable[[str], Mapping[str, Any]],
+    chain: ChainReader,
+    metrics: PaymentMetrics,
+    clock: Callable[[], datetime],
+) -> LedgerContext:
+    return LedgerContext(
+        factory=factory,
+        run_db=run_db,
+        fetch_stripe_session=fetch_stripe_session,
+        chain=chain,
+        musd_address=settings.musd_address,
+        treasury_addresses=treasury_addresses(settings),
+        metrics=metrics,
+        clock=clock,
+        outflow_blocks=settings.ledger_outflow_blocks,
+        log_chunk_blocks=settings.ledger_log_chunk_blocks,
+        max_sessions=settings.ledger_max_sessions,
+    )
+
+
+async def check_window(context: LedgerContext, settings: Settings) -> LedgerReport:
+    """A check of the purchases fulfilled within the configured window, up to now."""
+    now = context.clock()
+    return await check_ledgers(context, since=now - timedelta(seconds=settings.ledger_window_seconds), until=now)
+
+
 async def check_ledgers(context: LedgerContext, *, since: datetime, until: datetime) -> LedgerReport:
     purchases, truncated = await context.run_db(
         _load_purchases, factory=context.factory, since=since, until=until, limit=context.max_sessions
@@ -106,7 +159,7 @@ async def check_ledgers(context: LedgerContext, *, since: datetime, until: datet
     findings.extend(outflow_findings)
     checked_sessions = {purchase.session_id for purchase in purchases}
     double_send_scope = {sessions_by_tx[t.tx_hash.lower()] for t in outflows if t.tx_hash.lower() in sessions_by_tx}
-    opened, resolved = await context.run_db(
+    opened, resolved, explained_keys = await context.run_db(
         _record,
         factory=context.factory,
         findings=findings,
@@ -117,6 +170,8 @@ async def check_ledgers(context: LedgerContext, *, since: datetime, until: datet
         now=context.clock(),
     )
     await refresh_gauges(context)
+    # What an operator explained is not a disagreement any more: not reported either.
+    findings = [finding for finding in findings if (finding.kind.value, finding.subject) not in explained_keys]
     by_kind: dict[str, int] = {}
     for finding in findings:
         by_kind[finding.kind.value] = by_kind.get(finding.kind.value, 0) + 1
@@ -269,9 +324,10 @@ def _record(
     double_send_scope: set[str],
     explained: set[str],
     now: datetime,
-) -> tuple[int, int]:
-    """Open, refresh and resolve rows; returns (opened, resolved)."""
+) -> tuple[int, int, set[tuple[str, str]]]:
+    """Open, refresh and resolve rows; returns (opened, resolved, the findings an operator had explained)."""
     opened = resolved = 0
+    skipped: set[tuple[str, str]] = set()
     current = {(finding.kind.value, finding.subject) for finding in findings}
     with factory.begin() as db:
         rows = db.scalars(select(LedgerDiscrepancy).where(LedgerDiscrepancy.resolved_at.is_(None))).all()
@@ -293,7 +349,8 @@ def _record(
                 row.expected_amount, row.actual_amount = finding.expected, finding.actual
                 continue
             if key in acknowledged:
-                continue  # an operator explained it: not a discrepancy any more
+                skipped.add(key)  # an operator explained it: not a discrepancy any more
+                continue
             db.add(
                 LedgerDiscrepancy(
                     kind=finding.kind.value,
@@ -322,7 +379,7 @@ def _record(
             if in_scope:
                 row.resolved_at, row.resolution = now, NO_LONGER_FOUND
                 resolved += 1
-    return opened, resolved
+    return opened, resolved, skipped
 
 
 def _open_totals(factory: sessionmaker[Session]) -> dict[tuple[str, str], tuple[int, Decimal]]:
@@ -359,3 +416,32 @@ def acknowledge(factory: sessionmaker[Session], discrepancy_id: int, *, note: st
             return False
         row.resolved_at, row.resolution = now, note[:255] or "explained by an operator"
         return True
+
+
+def render_report(report: LedgerReport, open_rows: Sequence[LedgerDiscrepancy]) -> str:
+    """`musdpay reconcile --report`: the check's window and counts, each kind of disagreement, then every open
+    discrepancy (plain text, for a terminal or a ticket)."""
+    lines = [
+        f"window          {report.since:%Y-%m-%d %H:%M:%S} to {report.until:%Y-%m-%d %H:%M:%S} UTC"
+        + (" (more purchases than one check reads: the oldest were checked)" if report.truncated else ""),
+        f"sessions        {report.sessions_checked} checked, {report.agreeing} agreeing",
+        "treasury        "
+        + (
+            f"{report.outflows_checked} outflows in blocks {report.blocks[0]}-{report.blocks[1]}"
+            if report.blocks
+            else "no treasury address configured"
+        ),
+        f"this check      {report.opened} new, {report.resolved} resolved",
+        "",
+        f"{'kind':<28} {'found':>6}",
+    ]
+    lines += [f"{kind.value:<28} {report.by_kind.get(kind.value, 0):>6}" for kind in Kind]
+    lines += ["", f"open discrepancies: {len(open_rows)}"]
+    for row in open_rows:
+        amounts = (
+            ""
+            if row.expected_amount is None and row.actual_amount is None
+            else (f" (expected {row.expected_amount}, actual {row.actual_amount} {row.currency})")
+        )
+        lines.append(f"  #{row.id} {row.kind} since {row.first_seen_at:%Y-%m-%d %H:%M}: {row.detail}{amounts}")
+    return "\n".join(lines)

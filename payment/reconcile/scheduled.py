@@ -1,4 +1,5 @@
-"""Reconciliation inside the API: a pass every `MUSDPAY_RECONCILE_INTERVAL_SECONDS`, by one instance at a time.
+"""Reconciliation inside the API: a pass every `MUSDPAY_RECONCILE_INTERVAL_SECONDS`, by one instance at a time,
+followed by the ledger check (payment/ledgers) when one is given.
 
 The instances share the lease "reconcile" (the `worker_leases` table): the holder renews it at each pass, and
 another takes over once it has not been renewed for two intervals. A failed pass is retried sooner than the
@@ -14,7 +15,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
@@ -46,8 +47,10 @@ class Reconciler:
         stripe: ReconcileStripe,
         telemetry: Telemetry,
         clock: Callable[[], datetime] = _utcnow,
+        ledgers: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.settings = settings
+        self.ledgers = ledgers  # the ledger check (payment/ledgers), after each pass this instance ran
         self.factory = factory
         self.stripe = stripe
         self.telemetry = telemetry
@@ -106,10 +109,21 @@ class Reconciler:
         backoff = min(self.interval, self.settings.reconcile_retry_initial_seconds * 2 ** (self._failures - 1))
         return float(max(backoff, report.retry_after or 0.0))
 
+    async def _check_ledgers(self) -> None:
+        assert self.ledgers is not None
+        try:
+            await self.ledgers()
+            self.telemetry.metrics.ledger_checks.labels("success").inc()
+        except Exception:  # Stripe, the chain or the database failed: the next pass checks again
+            self.telemetry.metrics.ledger_checks.labels("failed").inc()
+            log.warning("ledger check failed", exc_info=True)
+
     async def run(self) -> None:
         try:
             while True:
                 report = await asyncio.to_thread(self.run_once)
+                if self.ledgers is not None and report.outcome in (RunOutcome.success, RunOutcome.truncated):
+                    await self._check_ledgers()
                 await asyncio.sleep(self.next_delay(report))
         finally:
             with contextlib.suppress(Exception):

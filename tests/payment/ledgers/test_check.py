@@ -7,6 +7,9 @@ explanation closes an outflow for good; fixing a delivery by sending again is ca
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from payment.onramp.models import OnrampSession, SessionStatusChange
 from payment.reconcile.stripe import ReconcileStripe
 from tests.payment.conftest import seed_session
 from tests.payment.delivery.conftest import DeliveryRig, new_wallet, units
+from tests.support.services import ROOT, musdpay_command
 from tests.support.stack import API_KEY, Emulator, running_emulator
 
 # The delivery rig's fixtures (anvil, database, provider pool), shared with tests/payment/delivery.
@@ -212,3 +216,43 @@ def test_every_injected_disagreement_is_found_once_and_resolves_when_fixed(ledge
     fourth = ledgers.check()
     assert fourth.opened == 0
     assert (Kind.unexplained_outflow.value, outflow) not in ledgers.open_rows()
+
+
+def test_the_command_reports_the_check_and_exits_3_while_a_discrepancy_is_open(ledgers: Ledgers) -> None:
+    ledgers.purchase("60.00")
+    outflow = str(ledgers.rig.chain.transfer_musd(new_wallet(), units("3"))).lower()
+    settings = ledgers.rig.settings
+    env = {
+        "MUSDPAY_ENVIRONMENT": "test",
+        "MUSDPAY_DATABASE_URL": settings.database_url,
+        "MUSDPAY_STRIPE_SECRET_KEY": API_KEY,
+        "MUSDPAY_STRIPE_API_BASE": ledgers.emulator.url,
+        "MUSDPAY_CHAIN_ID": str(settings.chain_id),
+        "MUSDPAY_RPC_PROVIDERS": f"local={ledgers.rig.chain.rpc_url}",
+        "MUSDPAY_MUSD_ADDRESS": ledgers.rig.chain.musd_address,
+        "MUSDPAY_TREASURY_KEY": ledgers.rig.chain.treasury_key,
+        "MUSDPAY_LOG_LEVEL": "WARNING",
+    }
+
+    def reconcile(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            musdpay_command("reconcile", *args),
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+            check=False,
+        )
+
+    shown = reconcile("--report")
+    assert shown.returncode == 3, shown.stdout + shown.stderr
+    assert re.search(r"sessions\s+1 checked, 1 agreeing", shown.stdout), shown.stdout
+    assert re.search(r"unexplained_outflow\s+1\n", shown.stdout), shown.stdout
+    assert re.search(r"short_amount\s+0\n", shown.stdout), shown.stdout
+    assert outflow in shown.stdout
+    [row] = ledgers.open_rows().values()
+    assert acknowledge(ledgers.rig.factory, row.id, note="moved to cold storage", now=ledgers.rig.clock())
+    settled = reconcile("--ledgers")
+    assert settled.returncode == 0, settled.stdout + settled.stderr
+    assert "1 purchases checked, 1 agreeing, 0 disagreements (0 new, 0 resolved), 0 open" in settled.stdout
