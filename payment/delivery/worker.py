@@ -213,6 +213,9 @@ class DeliveryWorker:
         newly_held = status is DeliveryStatus.held and delivery.status != DeliveryStatus.held.value
         if saved and (settled or newly_held):
             self._record(delivery, status, now)
+            if status is DeliveryStatus.verified:  # on-chain slippage (docs/metrics.md)
+                metrics = self.telemetry.metrics
+                metrics.observe_delivery_slippage(delivery.destination_amount, columns.get("delivered_amount"))
 
     def _record(self, delivery: DueDelivery, status: DeliveryStatus, now: datetime) -> None:
         metrics = self.telemetry.metrics

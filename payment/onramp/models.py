@@ -35,6 +35,9 @@ class OnrampSession(Base):
     destination_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     network_fee_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     transaction_fee_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
+    # The destination amount of the quote the dApp showed the buyer before creating the session (GET .../quotes),
+    # when it passed one: compared with Stripe's destination_amount once fulfilled (quote slippage).
+    quoted_destination_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
 
     # sha256 of (scope, client Idempotency-Key) and of the normalised request body.
     idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -18,15 +18,20 @@ from payment.onramp.status import SessionStatus
 
 __all__ = [
     "CreateSessionRequest",
+    "QuoteFeesOut",
+    "QuoteOut",
     "SessionOut",
     "SessionPage",
     "TransactionDetailsOut",
     "normalize_wallet_address",
     "parse_amount",
+    "parse_crypto_amount",
 ]
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _AMOUNT = re.compile(r"^[0-9]+(\.[0-9]{1,2})?$")
+# A crypto amount as Stripe writes one: up to 18 decimal places (ETH's precision), at most 30 significant digits.
+_CRYPTO_AMOUNT = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,18})?$")
 _ZERO_ADDRESS = "0x" + "0" * 40
 
 
@@ -68,6 +73,24 @@ def parse_amount(value: Any) -> Decimal:
         raise ValueError("is not a decimal number") from exc
 
 
+def parse_crypto_amount(value: Any) -> Decimal:
+    """A positive exact decimal of the destination currency ("98.49"), from a JSON string or number."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError('must be a decimal amount such as "98.49"')
+    if isinstance(value, int | float):
+        text = repr(value) if isinstance(value, float) else str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise ValueError('must be a decimal amount such as "98.49"')
+    if not _CRYPTO_AMOUNT.fullmatch(text):
+        raise ValueError('must be a positive decimal with at most 18 decimal places, such as "98.49"')
+    amount = Decimal(text)
+    if amount <= 0:
+        raise ValueError("must be greater than 0")
+    return amount
+
+
 class _CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -78,6 +101,11 @@ class CreateSessionRequest(_CamelModel):
     source_currency: str = Field(default="usd", max_length=8)
     destination_currency: str = Field(default="musd", max_length=16)
     destination_network: str = Field(default="mezo", max_length=32)
+    quoted_destination_amount: Decimal | None = Field(
+        default=None,
+        description="The destinationAmount of the quote shown to the buyer (GET /api/v1/onramp/quotes), kept with "
+        'the session to measure slippage, e.g. "98.49"',
+    )
 
     @field_validator("wallet_address", mode="before")
     @classmethod
@@ -91,6 +119,11 @@ class CreateSessionRequest(_CamelModel):
     def _amount(cls, value: Any) -> Decimal:
         return parse_amount(value)
 
+    @field_validator("quoted_destination_amount", mode="before")
+    @classmethod
+    def _quoted(cls, value: Any) -> Decimal | None:
+        return None if value is None else parse_crypto_amount(value)
+
     @field_validator("source_currency", "destination_currency", "destination_network", mode="before")
     @classmethod
     def _code(cls, value: Any) -> str:
@@ -99,13 +132,17 @@ class CreateSessionRequest(_CamelModel):
         return value.strip().lower()
 
     def fingerprint_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "walletAddress": self.wallet_address,
             "sourceAmount": format(self.source_amount.quantize(Decimal("0.01")), "f"),
             "sourceCurrency": self.source_currency,
             "destinationCurrency": self.destination_currency,
             "destinationNetwork": self.destination_network,
         }
+        # Only when given, so the fingerprints of requests without a quote are what they were before quotes.
+        if self.quoted_destination_amount is not None:
+            fields["quotedDestinationAmount"] = format(self.quoted_destination_amount.normalize(), "f")
+        return fields
 
 
 class TransactionDetailsOut(_CamelModel):
@@ -137,12 +174,37 @@ class SessionOut(_CamelModel):
     destination_currency: str
     destination_network: str
     transaction_details: TransactionDetailsOut
+    quoted_destination_amount: Decimal | None = Field(
+        default=None, description="The quote's destination amount the dApp passed at creation; null if none"
+    )
     livemode: bool
     created_at: datetime
     updated_at: datetime
     delivery: DeliveryOut | None = Field(
         default=None, description="The MUSD delivery, once the session is fulfilled; null before"
     )
+
+
+class QuoteFeesOut(_CamelModel):
+    network_fee_amount: Decimal = Field(description="Stripe's network fee, in the source currency")
+    transaction_fee_amount: Decimal = Field(description="Stripe's transaction fee, in the source currency")
+
+
+class QuoteOut(_CamelModel):
+    """Stripe's estimate for one (currency, network): what the buyer pays and receives if they buy now."""
+
+    stripe_quote_id: str = Field(description="Stripe's id of this quote (of the destination's line)")
+    source_amount: Decimal = Field(description="The fiat amount asked about")
+    source_currency: str
+    source_total_amount: Decimal = Field(description="Fiat the buyer is charged in all, fees included")
+    destination_amount: Decimal = Field(
+        description="Crypto the wallet would receive; pass it as quotedDestinationAmount when creating the session"
+    )
+    destination_currency: str
+    destination_network: str
+    fees: QuoteFeesOut
+    rate_fetched_at: datetime = Field(description="When Stripe priced the quote; it is an estimate, not a promise")
+    livemode: bool
 
 
 class SessionPage(_CamelModel):

@@ -53,12 +53,14 @@ __all__ = [
     "Snapshot",
     "TransitionSource",
     "apply_snapshot",
+    "check_purchase",
     "create_failure_reason",
     "create_session",
     "get_session",
     "list_sessions",
     "metric_labels",
     "parse_snapshot",
+    "quote_slippage",
     "record_applied",
     "recover_stale_creations",
     "write_snapshot",
@@ -164,6 +166,9 @@ class Applied:
     at: datetime
     transaction_fee: Decimal | None = None
     network_fee: Decimal | None = None
+    # The quote the dApp showed (if it passed one) and Stripe's destination amount once applied.
+    quoted_destination_amount: Decimal | None = None
+    destination_amount: Decimal | None = None
 
     @property
     def fees(self) -> dict[Fee, Decimal]:
@@ -184,6 +189,17 @@ def record_applied(telemetry: Telemetry, applied: Applied | None) -> None:
             metrics.fulfillment_duration.observe(max((applied.at - applied.created_at).total_seconds(), 0.0))
             for fee, amount in applied.fees.items():
                 metrics.fees.labels(applied.currency, fee.value).inc(float(amount))
+            slippage = quote_slippage(applied.quoted_destination_amount, applied.destination_amount)
+            if slippage is not None:
+                metrics.quote_slippage.observe(float(slippage))
+
+
+def quote_slippage(quoted: Decimal | None, settled: Decimal | None) -> Decimal | None:
+    """(quoted - Stripe's destination_amount) / quoted: the share of the quote the buyer did not get (negative: got
+    more). None without a quote or before Stripe reports the amount."""
+    if quoted is None or settled is None or quoted <= 0:
+        return None
+    return (quoted - settled) / quoted
 
 
 def metric_labels(settings: Settings) -> LabelSets:
@@ -208,20 +224,42 @@ def metric_labels(settings: Settings) -> LabelSets:
 # --- validation --------------------------------------------------------------------------------------------
 
 
-def _check_business_rules(request: CreateSessionRequest, settings: Settings) -> None:
+def check_purchase(
+    settings: Settings,
+    *,
+    source_amount: Decimal,
+    source_currency: str,
+    destination_currency: str,
+    destination_network: str,
+    where: str = "body",
+) -> list[FieldError]:
+    """What the settings refuse in a purchase (a session to create, or a quote): amount bounds and allow-lists.
+    `where` is the request part named in the errors (`body` for a session, `query` for a quote)."""
     errors: list[FieldError] = []
-    if request.source_amount < settings.min_source_amount:
-        errors.append(FieldError("body.sourceAmount", f"must be at least {settings.min_source_amount}", "too_small"))
-    if request.source_amount > settings.max_source_amount:
-        errors.append(FieldError("body.sourceAmount", f"must be at most {settings.max_source_amount}", "too_large"))
+    amount = f"{where}.sourceAmount"
+    if source_amount < settings.min_source_amount:
+        errors.append(FieldError(amount, f"must be at least {settings.min_source_amount}", "too_small"))
+    if source_amount > settings.max_source_amount:
+        errors.append(FieldError(amount, f"must be at most {settings.max_source_amount}", "too_large"))
     allow_lists = (
-        ("sourceCurrency", request.source_currency, settings.source_currencies),
-        ("destinationCurrency", request.destination_currency, settings.destination_currencies),
-        ("destinationNetwork", request.destination_network, settings.destination_networks),
+        ("sourceCurrency", source_currency, settings.source_currencies),
+        ("destinationCurrency", destination_currency, settings.destination_currencies),
+        ("destinationNetwork", destination_network, settings.destination_networks),
     )
     for name, value, allowed in allow_lists:
         if value not in allowed:
-            errors.append(FieldError(f"body.{name}", f"must be one of: {', '.join(allowed)}", "not_supported"))
+            errors.append(FieldError(f"{where}.{name}", f"must be one of: {', '.join(allowed)}", "not_supported"))
+    return errors
+
+
+def _check_business_rules(request: CreateSessionRequest, settings: Settings) -> None:
+    errors = check_purchase(
+        settings,
+        source_amount=request.source_amount,
+        source_currency=request.source_currency,
+        destination_currency=request.destination_currency,
+        destination_network=request.destination_network,
+    )
     if errors:
         raise ValidationProblem(errors)
 
@@ -336,6 +374,7 @@ def _claim_or_insert(
                     "destination_amount": None,
                     "network_fee_amount": None,
                     "transaction_fee_amount": None,
+                    "quoted_destination_amount": request.quoted_destination_amount,
                     "idempotency_key": key_hash,
                     "request_fingerprint": fingerprint,
                     "creation_started_at": now,
@@ -573,6 +612,8 @@ def apply_snapshot(
             at=now,
             transaction_fee=changes.get("transaction_fee_amount", row.transaction_fee_amount),
             network_fee=changes.get("network_fee_amount", row.network_fee_amount),
+            quoted_destination_amount=row.quoted_destination_amount,
+            destination_amount=changes.get("destination_amount", row.destination_amount),
         )
     elif changes:
         changes["updated_at"] = now

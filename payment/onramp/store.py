@@ -63,6 +63,7 @@ class SessionRecord:
     creation_traceparent: str | None
     created_at: datetime
     updated_at: datetime
+    quoted_destination_amount: Decimal | None = None  # the quote the dApp showed (models.OnrampSession)
 
 
 SESSIONS = cast(Table, OnrampSession.__table__)

@@ -1,7 +1,7 @@
 """Stripe Crypto Onramp through the official SDK, with its failures turned into domain problems.
 
-The SDK has no typed onramp resource, so sessions are created with ``StripeClient.raw_request``. The SDK's own
-retry (bounded by ``stripe_max_network_retries``) covers connection errors, 409 and 5xx and honours
+The SDK has no typed onramp resource, so sessions are created (and quotes read) with ``StripeClient.raw_request``.
+The SDK's own retry (bounded by ``stripe_max_network_retries``) covers connection errors, 409 and 5xx and honours
 ``Stripe-Should-Retry``; every POST carries an idempotency key, so those retries never create twice.
 """
 
@@ -28,6 +28,8 @@ from payment.core.telemetry import Telemetry
 __all__ = [
     "INTEGRATION_FAULT_CODES",
     "OPERATION",
+    "OPERATIONS",
+    "QUOTES_OPERATION",
     "OnrampGateway",
     "OnrampUnavailable",
     "StripeErrorType",
@@ -41,7 +43,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ONRAMP_SESSIONS_PATH = "/v1/crypto/onramp_sessions"
-OPERATION = "create_onramp_session"  # the `operation` label of the API's Stripe families (its only call)
+ONRAMP_QUOTES_PATH = "/v1/crypto/onramp/quotes"
+# The `operation` label of the API's Stripe families: one per call the API makes.
+OPERATION = "create_onramp_session"
+QUOTES_OPERATION = "get_onramp_quotes"
+OPERATIONS = (OPERATION, QUOTES_OPERATION)
 
 # Stripe's crypto onramp codes that mean the integration, not the buyer, is at fault: no session can be created
 # for anyone until Stripe or we act, so they are an outage (503 onramp-unavailable, alert OnrampUnavailable), not a
@@ -81,8 +87,8 @@ class StripeErrorType(StrEnum):
 def metric_labels() -> LabelSets:
     """The label tuples of the API's Stripe families, for `PaymentMetrics.initialise`."""
     return {
-        "stripe_request_duration": [(OPERATION,)],
-        "stripe_errors": [(OPERATION, error_type.value) for error_type in StripeErrorType],
+        "stripe_request_duration": [(operation,) for operation in OPERATIONS],
+        "stripe_errors": [(operation, error_type.value) for operation in OPERATIONS for error_type in StripeErrorType],
     }
 
 
@@ -121,6 +127,8 @@ class OnrampGateway(Protocol):
     def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]: ...
 
     async def create_session_async(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]: ...
+
+    async def get_quotes_async(self, params: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def build_stripe_client(settings: Settings, *, asynchronous: bool = False) -> stripe.StripeClient | None:
@@ -181,7 +189,7 @@ class StripeOnrampGateway:
             await http.close_async()  # type: ignore[no-untyped-call]
 
     def create_session(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        with self._observed() as (span, on_error):
+        with self._observed(OPERATION, "POST", ONRAMP_SESSIONS_PATH) as (span, on_error):
             try:
                 response = self.client.raw_request(
                     "post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params
@@ -191,7 +199,7 @@ class StripeOnrampGateway:
             return _session_data(response, span, self.telemetry)
 
     async def create_session_async(self, params: dict[str, Any], *, idempotency_key: str) -> dict[str, Any]:
-        with self._observed() as (span, on_error):
+        with self._observed(OPERATION, "POST", ONRAMP_SESSIONS_PATH) as (span, on_error):
             try:
                 response = await self.async_client.raw_request_async(
                     "post", ONRAMP_SESSIONS_PATH, idempotency_key=idempotency_key, **params
@@ -200,32 +208,49 @@ class StripeOnrampGateway:
                 raise on_error(exc) from exc
             return _session_data(response, span, self.telemetry)
 
+    async def get_quotes_async(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Stripe's `crypto.onramp.quotes` object for these parameters (a GET: the SDK retries it without a key)."""
+        with self._observed(QUOTES_OPERATION, "GET", ONRAMP_QUOTES_PATH) as (span, on_error):
+            try:
+                response = await self.async_client.raw_request_async("get", ONRAMP_QUOTES_PATH, **params)
+            except stripe.StripeError as exc:
+                raise on_error(exc) from exc
+            return _quotes_data(response, span, self.telemetry)
+
     @contextmanager
-    def _observed(self) -> Iterator[tuple[Span, Callable[[stripe.StripeError], Problem]]]:
-        """The span, duration and error metrics of one create call; yields a translator for SDK errors."""
+    def _observed(
+        self, operation: str, method: str, path: str
+    ) -> Iterator[tuple[Span, Callable[[stripe.StripeError], Problem]]]:
+        """The span, duration and error metrics of one call; yields a translator for SDK errors."""
         metrics = self.telemetry.metrics
         started = time.perf_counter()
 
         def on_error(exc: stripe.StripeError) -> Problem:
             error_type = stripe_error_type(exc).value
-            metrics.stripe_errors.labels(OPERATION, error_type).inc()
+            metrics.stripe_errors.labels(operation, error_type).inc()
             span.set_attribute("error.type", error_type)
             return _translate(exc)
 
         with self.telemetry.span(
-            "stripe POST /v1/crypto/onramp_sessions",
+            f"stripe {method} {path}",
             kind=SpanKind.CLIENT,
             attributes={
                 "peer.service": "stripe",
-                "stripe.operation": OPERATION,
-                "http.request.method": "POST",
-                "url.path": ONRAMP_SESSIONS_PATH,
+                "stripe.operation": operation,
+                "http.request.method": method,
+                "url.path": path,
             },
         ) as span:
             try:
                 yield span, on_error
             finally:
-                metrics.stripe_request_duration.labels(OPERATION).observe(time.perf_counter() - started)
+                metrics.stripe_request_duration.labels(operation).observe(time.perf_counter() - started)
+
+
+def _answered(response: Any, span: Span) -> None:
+    span.set_attribute("http.response.status_code", response.code)
+    if response.request_id:
+        span.set_attribute("stripe.request_id", response.request_id)
 
 
 def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, Any]:
@@ -233,9 +258,24 @@ def _session_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, 
     if not isinstance(data, dict) or not str(data.get("id", "")).startswith("cos_"):
         telemetry.metrics.stripe_errors.labels(OPERATION, StripeErrorType.invalid_response.value).inc()
         raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
-    span.set_attribute("http.response.status_code", response.code)
-    if response.request_id:
-        span.set_attribute("stripe.request_id", response.request_id)
+    _answered(response, span)
+    return dict(data)
+
+
+# Stripe's reference names the object "crypto.onramp.quotes" in its example and "crypto.onramp_quotes" elsewhere.
+_QUOTES_OBJECTS = frozenset({"crypto.onramp.quotes", "crypto.onramp_quotes"})
+
+
+def _quotes_data(response: Any, span: Span, telemetry: Telemetry) -> dict[str, Any]:
+    data = response.data
+    if (
+        not isinstance(data, dict)
+        or data.get("object") not in _QUOTES_OBJECTS
+        or not isinstance(data.get("destination_network_quotes"), dict)
+    ):
+        telemetry.metrics.stripe_errors.labels(QUOTES_OPERATION, StripeErrorType.invalid_response.value).inc()
+        raise UpstreamProblem(502, "stripe-unavailable", "Stripe returned an unexpected response.")
+    _answered(response, span)
     return dict(data)
 
 

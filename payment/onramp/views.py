@@ -15,10 +15,12 @@ from payment.delivery import store as delivery_store
 from payment.delivery.models import Delivery
 from payment.delivery.status import DeliveryStatus
 from payment.deps import Principal, StateDep, client_ip
-from payment.onramp import service
+from payment.onramp import quotes, service
 from payment.onramp.schemas import (
     CreateSessionRequest,
     DeliveryOut,
+    QuoteFeesOut,
+    QuoteOut,
     SessionOut,
     SessionPage,
     TransactionDetailsOut,
@@ -67,6 +69,7 @@ def to_out(row: SessionRecord, *, include_secret: bool, delivery: Delivery | Non
             network_fee_amount=row.network_fee_amount,
             transaction_fee_amount=row.transaction_fee_amount,
         ),
+        quoted_destination_amount=row.quoted_destination_amount,
         livemode=row.livemode,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -119,6 +122,44 @@ async def create_session(
     out = to_out(outcome.session, include_secret=True)
     # Serialised here, once: returning the model would have FastAPI validate and serialise it a second time.
     return Response(out.model_dump_json(by_alias=True), status_code=201, headers=headers, media_type="application/json")
+
+
+@router.get(
+    "/quotes",
+    response_model=QuoteOut,
+    response_model_by_alias=True,
+    responses=problem_responses(401, 403, 422, 502, 503, 504),
+    summary="Estimate what a fiat amount buys, before Stripe's widget (Stripe's onramp quote)",
+)
+async def get_quote(
+    state: StateDep,
+    principal: Caller,
+    source_amount: Annotated[str, Query(alias="sourceAmount", max_length=32, description='e.g. "100.00"')],
+    source_currency: Annotated[str, Query(alias="sourceCurrency", max_length=8)] = "usd",
+    destination_currency: Annotated[str, Query(alias="destinationCurrency", max_length=16)] = "musd",
+    destination_network: Annotated[str, Query(alias="destinationNetwork", max_length=32)] = "mezo",
+) -> QuoteOut:
+    del principal  # any signed-in caller, as for creating a session
+    request = quotes.quote_request(
+        state.settings,
+        source_amount=source_amount,
+        source_currency=source_currency,
+        destination_currency=destination_currency,
+        destination_network=destination_network,
+    )
+    quote = await quotes.get_quote(gateway=state.gateway, request=request)
+    return QuoteOut(
+        stripe_quote_id=quote.stripe_quote_id,
+        source_amount=quote.source_amount,
+        source_currency=quote.source_currency,
+        source_total_amount=quote.source_total_amount,
+        destination_amount=quote.destination_amount,
+        destination_currency=quote.destination_currency,
+        destination_network=quote.destination_network,
+        fees=QuoteFeesOut(network_fee_amount=quote.network_fee, transaction_fee_amount=quote.transaction_fee),
+        rate_fetched_at=quote.rate_fetched_at,
+        livemode=quote.livemode,
+    )
 
 
 def _visible_secret(principal: Principal, row: SessionRecord) -> bool:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from sandbox.stripe.emulator import Emulator, StoredEvent
 from sandbox.stripe.errors import invalid_request, resource_missing
 from sandbox.stripe.forms import Params
+from sandbox.stripe.quotes import quotes_handler
 from sandbox.stripe.store import Collection, UnknownCursor
 from sandbox.stripe.webhooks import create_endpoint, update_endpoint
 from sandbox.stripe.wire import ApiCall, ApiHandler, stripe_endpoint
@@ -164,6 +165,7 @@ def api_routes(emulator: Emulator) -> list[Route]:
         route("/v1/crypto/onramp_sessions", create_session, ["POST"]),
         route("/v1/crypto/onramp_sessions", list_sessions, ["GET"]),
         route("/v1/crypto/onramp_sessions/{id}", retrieve_session, ["GET"]),
+        route("/v1/crypto/onramp/quotes", quotes_handler(emulator), ["GET"]),
         route("/v1/webhook_endpoints", create_webhook_endpoint, ["POST"]),
         route("/v1/webhook_endpoints", list_webhook_endpoints, ["GET"]),
         route("/v1/webhook_endpoints/{id}", webhook_endpoint, ["GET", "POST", "DELETE"]),

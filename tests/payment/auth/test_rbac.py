@@ -95,6 +95,7 @@ def test_the_expected_policies(app_client: TestClient) -> None:
     admin_only = frozenset({Role.admin})
     assert by_path[("POST", "/api/v1/onramp/sessions")] == Policy("roles", every)
     assert by_path[("GET", "/api/v1/onramp/sessions/{session_id}")] == Policy("roles", every)
+    assert by_path[("GET", "/api/v1/onramp/quotes")] == Policy("roles", every)  # like creating a session
     assert by_path[("GET", "/api/v1/admin/api-keys")] == Policy("roles", admin_only)
     assert by_path[("POST", "/api/v1/admin/api-keys/{key_id}/revoke")] == Policy("roles", admin_only)
     assert by_path[("POST", "/api/v1/webhooks/stripe")] == Policy("signature")

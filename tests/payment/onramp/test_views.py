@@ -119,8 +119,8 @@ def test_a_created_session_is_returned_in_camel_case_with_exact_amounts(client: 
     body = response.json()
     assert set(body) == {
         "id", "stripeSessionId", "clientSecret", "status", "walletAddress", "sourceAmount", "sourceCurrency",
-        "destinationCurrency", "destinationNetwork", "transactionDetails", "livemode", "createdAt", "updatedAt",
-        "delivery",
+        "destinationCurrency", "destinationNetwork", "transactionDetails", "quotedDestinationAmount", "livemode",
+        "createdAt", "updatedAt", "delivery",
     }  # fmt: skip
     assert body["delivery"] is None  # not fulfilled yet: nothing owed on chain
     assert body["walletAddress"] == WALLET  # stored in EIP-55 form
