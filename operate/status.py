@@ -207,6 +207,9 @@ class Status:
     pipeline: PipelineStatus
     stripe: StripeStatus
     targets: tuple[TargetStatus, ...]
+    # The always-firing Watchdog (severity none): firing proves the rules are evaluated; it is not shown as an
+    # alert. None: no Watchdog rule is loaded (a Prometheus without the shipped rules).
+    watchdog_firing: bool | None = None
     availability_window: str = AVAILABILITY_WINDOW
     latency_window: str = LATENCY_WINDOW
 
@@ -285,6 +288,20 @@ class _Reader:
             if amount.is_finite() and label in item["metric"]:
                 found[item["metric"][label]] = amount
         return found
+
+
+WATCHDOG_SEVERITY = "none"
+
+
+def _watchdog(client: PrometheusClient, alerts: tuple[AlertStatus, ...]) -> bool | None:
+    if any(a.severity == WATCHDOG_SEVERITY and a.state == "firing" for a in alerts):
+        return True
+    loaded = any(
+        rule.get("labels", {}).get("severity") == WATCHDOG_SEVERITY
+        for group in client.rules(kind="alert")
+        for rule in group.get("rules", [])
+    )
+    return False if loaded else None
 
 
 def _collect_alerts(client: PrometheusClient) -> tuple[AlertStatus, ...]:
@@ -489,10 +506,12 @@ def collect_status(client: PrometheusClient, now: datetime, *, jobs: Jobs = DEFA
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     read = _Reader(client, now)
+    alerts = _collect_alerts(client)
     return Status(
         prometheus_url=client.url,
         at=now.astimezone(UTC),
-        alerts=_collect_alerts(client),
+        alerts=tuple(a for a in alerts if a.severity != WATCHDOG_SEVERITY),
+        watchdog_firing=_watchdog(client, alerts),
         slos=_collect_slos(client, read),
         providers=_collect_providers(read, jobs),
         pipeline=_collect_pipeline(read, jobs),
@@ -521,6 +540,7 @@ def to_jsonable(status: Status) -> dict[str, Any]:
         "at": _iso(status.at),
         "exit_code": status.exit_code,
         "critical_firing": [a.name for a in status.critical_firing],
+        "watchdog_firing": status.watchdog_firing,
         "alerts": [
             {
                 "name": a.name,
@@ -848,6 +868,10 @@ def _headline(status: Status) -> Text:
     pending = sum(1 for a in status.alerts if a.state == "pending")
     if pending:
         text.append(f"  ({pending} pending)", style="yellow")
+    if status.watchdog_firing is False:
+        text.append("  Watchdog not firing: the rules are not being evaluated", style="bold white on red")
+    elif status.watchdog_firing:
+        text.append("  (Watchdog firing: rules evaluated)", style="dim")
     return text
 
 

@@ -210,6 +210,7 @@ SHAPE: dict[str, Any] = {
     "at": str,
     "exit_code": int,
     "critical_firing": list,
+    "watchdog_firing": OPT_BOOL,
     "alerts": [
         {
             "name": str,
@@ -480,6 +481,10 @@ def test_critical_alert_exits_2_with_its_runbook_then_0_when_healed(platform: Pl
     assert down["severity"] == "critical"
     assert down["runbook_url"] == shipped["annotations"]["runbook_url"]
     assert datetime.fromisoformat(down["active_since"].replace("Z", "+00:00")) < datetime.now(UTC)
+    # The always-firing Watchdog proves the rules run: it is a flag of the view, not an alert of the on-call.
+    assert document["watchdog_firing"] is True
+    assert "Watchdog" not in {a["name"] for a in document["alerts"]}
+    assert "Watchdog firing: rules evaluated" in shown.stdout
 
     platform.monitor.set(_monitor_series(spectrum_up=True))
     wait_until(lambda: "firing" not in _alert_states(platform, "RpcProviderDown"), timeout=20, interval=0.25,
