@@ -210,6 +210,63 @@ def payments() -> dashboard.Dashboard:
                 ),
             ),
         ),
+        Row(
+            "Reconciliation and ledgers",
+            (
+                Panel(
+                    "Reconciliation passes",
+                    (
+                        T(
+                            f"sum by (outcome) (increase(musdpay_reconcile_runs_total{{{API}}}[$__range]))",
+                            "{{outcome}}",
+                        ),
+                    ),
+                    "Passes over the range by outcome (success, skipped: another instance holds the lease, errors).",
+                    kind="stat",
+                    width=6,
+                ),
+                Panel(
+                    "Repaired by reconciliation",
+                    (
+                        T(f"sum(increase(musdpay_reconcile_events_recovered_total{{{API}}}[$__range]))", "events"),
+                        T(f"sum(increase(musdpay_reconcile_sessions_corrected_total{{{API}}}[$__range]))", "sessions"),
+                    ),
+                    "Events whose delivery failed at Stripe, recovered; sessions corrected from Stripe's object. "
+                    "Anything here means webhooks were lost.",
+                    kind="stat",
+                    width=6,
+                ),
+                Panel(
+                    "Since the last pass",
+                    (T(f"time() - max(musdpay_reconcile_last_success_timestamp_seconds{{{API}}})", "last pass"),),
+                    "Time since any instance finished a reconciliation pass.",
+                    kind="stat",
+                    unit="s",
+                    width=6,
+                ),
+                Panel(
+                    "Ledger checks",
+                    (T(f"sum by (outcome) (increase(musdpay_ledger_checks_total{{{API}}}[$__range]))", "{{outcome}}"),),
+                    kind="stat",
+                    width=6,
+                ),
+                Panel(
+                    "Open ledger discrepancies",
+                    (T(f"max by (kind) (musdpay_ledger_discrepancies{{{API}}})", "{{kind}}"),),
+                    "Stripe, our database and the chain disagree (musdpay reconcile --report lists them).",
+                ),
+                Panel(
+                    "Amount at stake",
+                    (
+                        T(
+                            f"max by (kind, currency) (musdpay_ledger_discrepancy_amount{{{API}}})",
+                            "{{kind}} {{currency}}",
+                        ),
+                    ),
+                    "In the open discrepancies, by kind and currency (0 when none is open).",
+                ),
+            ),
+        ),
     ]
     return build_dashboard(
         "musdpay-payments",

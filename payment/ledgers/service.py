@@ -78,6 +78,7 @@ class LedgerContext:
     outflow_blocks: int = 50_000  # how many recent blocks of treasury outflows a check reads
     log_chunk_blocks: int = 5_000  # blocks per eth_getLogs (providers cap the range)
     max_sessions: int = 1_000  # purchases compared per check (the oldest first)
+    currencies: Sequence[str] = ("musd",)  # the amount gauge is 0 for each kind in each (MUSD and source currencies)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def build_context(
         outflow_blocks=settings.ledger_outflow_blocks,
         log_chunk_blocks=settings.ledger_log_chunk_blocks,
         max_sessions=settings.ledger_max_sessions,
+        currencies=sorted({"musd", *settings.source_currencies}),
     )
 
 
@@ -199,8 +201,12 @@ async def refresh_gauges(context: LedgerContext) -> None:
         counts[kind] = counts.get(kind, 0) + count
     for kind, count in counts.items():
         metrics.ledger_discrepancies.labels(kind).set(count)
+    amounts: dict[tuple[str, str], Decimal] = {
+        (kind.value, currency): Decimal(0) for kind in Kind for currency in context.currencies
+    }
+    amounts.update({key: amount for key, (_count, amount) in totals.items()})
     metrics.ledger_discrepancy_amount.clear()
-    for (kind, currency), (_count, amount) in totals.items():
+    for (kind, currency), amount in amounts.items():
         metrics.ledger_discrepancy_amount.labels(kind, currency).set(float(amount))
     metrics.ledger_last_check.set(context.clock().timestamp())
 

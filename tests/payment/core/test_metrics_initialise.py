@@ -87,7 +87,7 @@ def test_every_known_series_is_exported_at_zero() -> None:
 def test_the_sets_are_exactly_the_known_values() -> None:
     series = counter_series(initialised())
     sources = {s.value for s in TransitionSource}
-    assert sources == {"api", "recovery", "webhook"}
+    assert sources == {"api", "recovery", "webhook", "reconcile"}
     forward = [
         ("creating", "initialized"), ("creating", "requires_payment"), ("creating", "fulfillment_processing"),
         ("creating", "fulfillment_complete"), ("creating", "rejected"),
