@@ -20,6 +20,7 @@ from payment.core.config import Settings
 from payment.core.db import create_db_engine, make_session_factory
 from payment.onramp.models import OnrampSession
 from tests.support.auth import JWT_KEYS
+from tests.support.services import free_port
 
 WEBHOOK_SECRET = "whsec_test_primary_0123456789"
 STRIPE_KEY = "sk_test_musdpay_tests"
@@ -55,6 +56,20 @@ def engine(settings: Settings) -> Iterator[Engine]:
 @pytest.fixture
 def factory(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the test's database, not migrated: for tests whose API process migrates it."""
+    engine = create_db_engine(Settings(database_url=database_url))
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def api_port() -> int:
+    """A free port for an API process (the emulator's webhook URL needs it before the API starts)."""
+    return free_port()
 
 
 def seed_session(factory: sessionmaker[Session], *, status: str = "initialized", **fields: Any) -> OnrampSession:

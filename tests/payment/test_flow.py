@@ -15,8 +15,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from payment.core.config import Settings
-from payment.core.db import create_db_engine, make_session_factory
 from payment.onramp.models import OnrampSession, SessionStatusChange
 from payment.webhooks.models import WebhookEvent
 from tests.support.services import free_port
@@ -27,18 +25,6 @@ pytestmark = pytest.mark.integration
 
 WALLET = "0x52908400098527886E0F7030069857D2E4169EE7"
 SESSIONS = "/api/v1/onramp/sessions"
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(Settings(database_url=database_url))
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def api_port() -> int:
-    return free_port()
 
 
 @pytest.fixture

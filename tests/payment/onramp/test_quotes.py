@@ -21,25 +21,12 @@ from tests.payment.conftest import event_payload, make_settings, sign
 from tests.payment.delivery.conftest import DeliveryRig, chain_params, delivery_settings, new_wallet, rig, units
 from tests.payment.onramp.test_views import SESSIONS, VALID, WALLET, count_rows
 from tests.support.auth import api_key, bearer, wallet_token
-from tests.support.stack import API_KEY, Emulator, running_emulator
+from tests.support.stack import API_KEY, Emulator
 
 pytestmark = pytest.mark.integration
 __all__ = ["chain_params", "delivery_settings", "rig"]  # fixtures of the delivery rig, used by the last test
 
 QUOTES = "/api/v1/onramp/quotes"
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    with running_emulator(tmp_path_factory.mktemp("emulator"), webhook_port=None) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def healthy(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.set_faults()
-    yield emulator
-    emulator.set_faults()
 
 
 @pytest.fixture

@@ -23,23 +23,10 @@ from tests.payment.conftest import make_settings
 from tests.payment.onramp.test_views import SESSIONS, VALID, count_rows
 from tests.support.auth import api_key, bearer
 from tests.support.services import free_port
-from tests.support.stack import API_KEY, Emulator, api_environment, running_api, running_emulator
+from tests.support.stack import API_KEY, Emulator, api_environment, running_api
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    with running_emulator(tmp_path_factory.mktemp("emulator"), webhook_port=None) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def healthy(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.set_faults()
-    yield emulator
-    emulator.set_faults()  # the module's emulator is shared: leave it healed
 
 
 @pytest.fixture

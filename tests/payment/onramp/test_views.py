@@ -17,19 +17,13 @@ from payment.core.config import Settings
 from payment.onramp.models import OnrampSession
 from tests.payment.conftest import make_settings, seed_session
 from tests.support.auth import JWT_KEYS, api_key, bearer, wallet_token
-from tests.support.stack import API_KEY, Emulator, running_emulator
+from tests.support.stack import API_KEY, Emulator
 
 pytestmark = pytest.mark.integration
 
 WALLET = "0x52908400098527886E0F7030069857D2E4169EE7"
 OTHER_WALLET = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
 SESSIONS = "/api/v1/onramp/sessions"
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    with running_emulator(tmp_path_factory.mktemp("emulator"), webhook_port=None) as emulator:
-        yield emulator
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from payment.core.config import Settings
-from payment.core.db import create_db_engine, make_session_factory
 from payment.onramp.models import OnrampSession, SessionStatusChange
 from payment.reconcile.models import ReconcileState
 from payment.webhooks.models import WebhookEvent
@@ -35,18 +33,6 @@ SESSIONS = "/api/v1/onramp/sessions"
 UPDATED = "crypto.onramp_session_updated"
 # Two attempts 50-100 ms apart: the emulator gives a delivery up in well under a second.
 FAST_RETRIES = ["--delivery-max-attempts", "2", "--delivery-backoff-base", "0.1"]
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(Settings(database_url=database_url))
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def api_port() -> int:
-    return free_port()
 
 
 @pytest.fixture
