@@ -26,11 +26,13 @@ from sqlalchemy.pool import QueuePool
 __all__ = [
     "KNOWN_EVENT_TYPES",
     "OTHER_EVENT_TYPE",
+    "SLIPPAGE_DIRECTIONS",
     "LabelSets",
     "PaymentMetrics",
     "PoolCollector",
     "event_type_label",
     "initialise_families",
+    "slippage_direction",
 ]
 
 NAMESPACE = "musdpay"
@@ -40,9 +42,17 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Minutes to hours: how long a buyer takes to pay and Stripe to deliver.
 FULFILLMENT_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600, 86400)
 LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
-# Slippage, signed around 0 (negative: the buyer got more): a share of the quote, and MUSD on chain.
-SLIPPAGE_RATIO_BUCKETS = (-0.1, -0.05, -0.02, -0.01, -0.005, -0.001, 0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
-SLIPPAGE_AMOUNT_BUCKETS = (-10, -1, -0.1, -0.01, -0.001, 0, 0.001, 0.01, 0.1, 1, 10)
+# Slippage as a magnitude with its direction (a histogram with negative buckets has no _sum in prometheus_client's
+# OpenMetrics output, which OpenMetrics parsers then refuse): a share of the quote, and MUSD on chain.
+SLIPPAGE_RATIO_BUCKETS = (0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
+SLIPPAGE_AMOUNT_BUCKETS = (0, 0.001, 0.01, 0.1, 1, 10)
+# The buyer got less than the reference amount, more, or exactly it.
+SLIPPAGE_DIRECTIONS = ("short", "over", "none")
+
+
+def slippage_direction(value: Decimal) -> str:
+    return "short" if value > 0 else "over" if value < 0 else "none"
+
 
 # Event types we label by name; anything else Stripe sends is counted as "other".
 KNOWN_EVENT_TYPES = frozenset({"crypto.onramp_session_updated"})
@@ -150,7 +160,9 @@ class PaymentMetrics:
         )
         self.quote_slippage = Histogram(
             "onramp_quote_slippage_ratio",
-            "(quoted - Stripe's destination_amount) / quoted, per session fulfilled with a quote passed at creation.",
+            "|quoted - Stripe's destination_amount| / quoted, per session fulfilled with a quote passed at creation, "
+            "by direction (short: the buyer got less than quoted, over: more, none).",
+            ["direction"],
             namespace=NAMESPACE,
             buckets=SLIPPAGE_RATIO_BUCKETS,
             registry=r,
@@ -211,7 +223,9 @@ class PaymentMetrics:
         )
         self.delivery_slippage = Histogram(
             "delivery_slippage_amount",
-            "Stripe's destination_amount minus the MUSD verified on chain, per verified delivery (major units).",
+            "|Stripe's destination_amount - the MUSD verified on chain|, per verified delivery (major units), by "
+            "direction (short: less arrived, over: more, none).",
+            ["direction"],
             namespace=NAMESPACE,
             buckets=SLIPPAGE_AMOUNT_BUCKETS,
             registry=r,
@@ -377,12 +391,18 @@ class PaymentMetrics:
 
     def initialise(self, *label_sets: LabelSets) -> None:
         """Create every series known in advance at 0 (once, when the application is built)."""
-        initialise_families(self, label_sets)
+        slippage = {"quote_slippage": [(d,) for d in SLIPPAGE_DIRECTIONS]}
+        slippage["delivery_slippage"] = slippage["quote_slippage"]
+        initialise_families(self, [*label_sets, slippage])
 
     def observe_delivery_slippage(self, destination_amount: Decimal | None, delivered_amount: Decimal | None) -> None:
         """A verified delivery: Stripe's destination_amount less what arrived on chain (nothing if one is unknown)."""
         if destination_amount is not None and delivered_amount is not None:
-            self.delivery_slippage.observe(float(destination_amount - delivered_amount))
+            self.observe_slippage(self.delivery_slippage, destination_amount - delivered_amount)
+
+    @staticmethod
+    def observe_slippage(histogram: Histogram, value: Decimal) -> None:
+        histogram.labels(slippage_direction(value)).observe(float(abs(value)))
 
     def watch_pool(self, engine: Engine) -> None:
         """Expose the engine's pool occupancy and time its checkouts."""

@@ -104,9 +104,11 @@ def metric_labels() -> LabelSets:
 
 
 def treasury_addresses(settings: Settings) -> list[str]:
-    """The treasury key's address (treasury mode's sender) and any configured others."""
+    """The configured accounts, and in treasury mode the treasury key's address (the service's sender). In onramp
+    mode the service sends nothing: the MUSD comes from Stripe's wallet (the local stack's emulator pays from the
+    treasury account of the local chain, which would otherwise look like an outflow nobody explains)."""
     addresses = list(settings.ledger_treasury_addresses)
-    if settings.treasury_key is not None:
+    if settings.treasury_key is not None and settings.delivery_mode == "treasury":
         addresses.append(Account.from_key(settings.treasury_key.get_secret_value()).address)
     return sorted({address.lower() for address in addresses})
 

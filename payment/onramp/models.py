@@ -35,10 +35,6 @@ class OnrampSession(Base):
     destination_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     network_fee_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
     transaction_fee_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-    # The destination amount of the quote the dApp showed the buyer before creating the session (GET .../quotes),
-    # when it passed one: compared with Stripe's destination_amount once fulfilled (quote slippage).
-    quoted_destination_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
-
     # sha256 of (scope, client Idempotency-Key) and of the normalised request body.
     idempotency_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     request_fingerprint: Mapped[str] = mapped_column(String(64))
@@ -54,6 +50,11 @@ class OnrampSession(Base):
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # The destination amount of the quote the dApp showed the buyer before creating the session (GET .../quotes),
+    # when it passed one: compared with Stripe's destination_amount once fulfilled (quote slippage). Last, as
+    # migration 0006 added it (and as store.SessionRecord lists it).
+    quoted_destination_amount: Mapped[Decimal | None] = mapped_column(ExactDecimal())
 
     __table_args__ = (
         Index("ix_onramp_sessions_created_at_id", "created_at", "id"),

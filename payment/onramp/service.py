@@ -191,7 +191,7 @@ def record_applied(telemetry: Telemetry, applied: Applied | None) -> None:
                 metrics.fees.labels(applied.currency, fee.value).inc(float(amount))
             slippage = quote_slippage(applied.quoted_destination_amount, applied.destination_amount)
             if slippage is not None:
-                metrics.quote_slippage.observe(float(slippage))
+                metrics.observe_slippage(metrics.quote_slippage, slippage)
 
 
 def quote_slippage(quoted: Decimal | None, settled: Decimal | None) -> Decimal | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -30,7 +31,7 @@ import pytest
 import yaml
 from web3 import Web3
 
-from musdpay.devstack import PORT_FLAGS, DevPorts, PortInUse, check_ports
+from musdpay.devstack import DEV_STRIPE_KEY, PORT_FLAGS, DevPorts, PortInUse, check_ports
 from sandbox.chain.artifact import musd_artifact
 from sandbox.chain.musd import to_units
 from tests.alerts.support import alertmanager_binary, prometheus_binary
@@ -172,6 +173,27 @@ def test_the_readme_purchase_runs_on_the_platform(platform: Platform) -> None:
     assert "treasuryPrivateKey" not in chain  # dev.json holds no key
     musd = Web3(Web3.HTTPProvider(chain["rpcUrl"])).eth.contract(address=chain["musdAddress"], abi=musd_artifact().abi)
     assert musd.functions.balanceOf(WALLET).call() == to_units(final["transactionDetails"]["destinationAmount"])
+    # The three ledgers agree on it: Stripe's object, the platform's database and the transfer on chain.
+    ledgers = subprocess.run(
+        musdpay_command("reconcile", "--ledgers"),
+        env={
+            **os.environ,
+            "MUSDPAY_ENVIRONMENT": "development",
+            "MUSDPAY_DATABASE_URL": f"sqlite:///{platform.state / 'dev.sqlite'}",
+            "MUSDPAY_STRIPE_SECRET_KEY": DEV_STRIPE_KEY,
+            "MUSDPAY_STRIPE_API_BASE": stripe,
+            "MUSDPAY_CHAIN_ID": str(chain["chainId"]),
+            "MUSDPAY_RPC_PROVIDERS": f"local={chain['rpcUrl']}",
+            "MUSDPAY_MUSD_ADDRESS": chain["musdAddress"],
+        },
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert ledgers.returncode == 0, ledgers.stdout + ledgers.stderr
+    assert "1 purchases checked, 1 agreeing, 0 disagreements" in ledgers.stdout
     # Prometheus sees the purchase (the counters start at 0, so the first one counts).
     wait_until(
         lambda: platform.query('sum(musdpay_onramp_payment_volume_total{status="fulfillment_complete"}) == 100'),

@@ -230,6 +230,7 @@ def test_the_command_reports_the_check_and_exits_3_while_a_discrepancy_is_open(l
         "MUSDPAY_CHAIN_ID": str(settings.chain_id),
         "MUSDPAY_RPC_PROVIDERS": f"local={ledgers.rig.chain.rpc_url}",
         "MUSDPAY_MUSD_ADDRESS": ledgers.rig.chain.musd_address,
+        "MUSDPAY_DELIVERY_MODE": "treasury",
         "MUSDPAY_TREASURY_KEY": ledgers.rig.chain.treasury_key,
         "MUSDPAY_LOG_LEVEL": "WARNING",
     }

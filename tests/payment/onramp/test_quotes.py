@@ -187,7 +187,7 @@ def test_a_session_keeps_its_quote_and_the_slippage_is_observed_once_fulfilled(
     fetched = client.get(f"{SESSIONS}/{session_id}").json()
     assert fetched["quotedDestinationAmount"] == "99.00"
     assert [item["quotedDestinationAmount"] for item in client.get(SESSIONS).json()["data"]] == ["99.00"]
-    assert sample(client, "musdpay_onramp_quote_slippage_ratio_count") == 0
+    assert sample(client, "musdpay_onramp_quote_slippage_ratio_count", direction="short") == 0
 
     settled = fulfil_through_a_webhook(client, healthy, created.json()["stripeSessionId"])
     assert settled["transaction_details"]["destination_amount"] == "98.49"
@@ -196,16 +196,18 @@ def test_a_session_keeps_its_quote_and_the_slippage_is_observed_once_fulfilled(
     assert (after["quotedDestinationAmount"], after["transactionDetails"]["destinationAmount"]) == ("99.00", "98.49")
     expected = quote_slippage(Decimal("99.00"), Decimal("98.49"))
     assert expected is not None
-    assert sample(client, "musdpay_onramp_quote_slippage_ratio_count") == 1
+    assert sample(client, "musdpay_onramp_quote_slippage_ratio_count", direction="short") == 1
     assert float(expected) == pytest.approx(0.00515, abs=1e-5)
-    # Signed buckets (the buyer can get more than quoted), so prometheus_client exposes no _sum (OpenMetrics).
-    assert sample(client, "musdpay_onramp_quote_slippage_ratio_bucket", le="0.005") == 0
-    assert sample(client, "musdpay_onramp_quote_slippage_ratio_bucket", le="0.01") == 1
+    assert sample(client, "musdpay_onramp_quote_slippage_ratio_sum", direction="short") == pytest.approx(
+        float(expected)
+    )
+    assert sample(client, "musdpay_onramp_quote_slippage_ratio_bucket", direction="short", le="0.005") == 0
+    assert sample(client, "musdpay_onramp_quote_slippage_ratio_bucket", direction="short", le="0.01") == 1
     # The same event again changes nothing, and a session created without a quote observes nothing.
     fulfil_again = client.post(SESSIONS, json={**VALID, "sourceAmount": "50.00"})
     assert fulfil_again.json()["quotedDestinationAmount"] is None
     fulfil_through_a_webhook(client, healthy, fulfil_again.json()["stripeSessionId"])
-    assert sample(client, "musdpay_onramp_quote_slippage_ratio_count") == 1
+    assert sample(client, "musdpay_onramp_quote_slippage_ratio_count", direction="short") == 1
     assert count_rows(factory) == 2
 
 
@@ -226,6 +228,7 @@ def test_on_chain_slippage_is_observed_when_a_delivery_is_verified(rig: Delivery
     rig.paid_session("98.50", wallet=short, transaction_id=short_tx)
     rig.run(rig.worker().run_once())
     assert rig.metric("musdpay_delivery_total", mode="onramp", outcome="verified") == 1
-    assert rig.metric("musdpay_delivery_slippage_amount_count") == 1
-    assert rig.metric("musdpay_delivery_slippage_amount_bucket", le="-1.0") == 1
-    assert rig.metric("musdpay_delivery_slippage_amount_bucket", le="-10.0") == 0
+    assert rig.metric("musdpay_delivery_slippage_amount_count", direction="over") == 1
+    assert rig.metric("musdpay_delivery_slippage_amount_count", direction="short") == 0
+    assert rig.metric("musdpay_delivery_slippage_amount_bucket", direction="over", le="1.0") == 0
+    assert rig.metric("musdpay_delivery_slippage_amount_bucket", direction="over", le="10.0") == 1
