@@ -8,7 +8,9 @@ their name, and all stopped together (on SIGINT or SIGTERM, or when one of them 
 
 Each child runs in its own process group, so a terminal's Ctrl-C reaches only the supervisor, which stops the
 children in reverse order of start (the API before the chain it uses) and their own children with them: SIGTERM
-to the whole group, then SIGKILL after the grace period. Nothing is left behind.
+to the whole group, then SIGKILL after the grace period. A closed terminal (SIGHUP) stops it the same way. Should
+the supervisor itself be killed outright, each child still gets SIGTERM from the kernel (Linux's parent-death
+signal, set by util-linux's `setpriv --pdeathsig` when it is installed). Nothing is left behind.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -30,6 +33,16 @@ import httpx
 __all__ = ["Child", "StartError", "Stopped", "Supervisor"]
 
 _COLOURS = (36, 33, 35, 32, 34, 91, 96, 93, 95, 92, 94)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _orphan_guard() -> list[str]:
+    """A prefix making the kernel send the child SIGTERM when the supervisor dies (empty where unavailable).
+
+    Set in the child between fork and exec by setpriv, not by a `preexec_fn` (Python code in a forked child of
+    a threaded process can deadlock); the death signal survives the exec of the command itself."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv and os.uname().sysname == "Linux" else []
 
 
 class StartError(RuntimeError):
@@ -78,6 +91,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._width = 12  # "alertmanager"
+        self._guard = _orphan_guard()
         self.stop_reason: str | None = None
 
     # --- output ----------------------------------------------------------------------------------------------
@@ -128,7 +142,7 @@ class Supervisor:
         if self._stop.is_set():
             raise Stopped(self.stop_reason or "stopping")
         popen = subprocess.Popen(
-            list(args),
+            [*self._guard, *args],
             env={**self.env, **(env or {})},
             cwd=self._cwd,
             stdin=subprocess.DEVNULL,
@@ -181,8 +195,8 @@ class Supervisor:
         def handle(signum: int, _frame: FrameType | None) -> None:
             self.request_stop(signal.Signals(signum).name)
 
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, handle)
 
     def stop(self) -> None:
         """SIGTERM every child's group, the last started first; SIGKILL what is left after the grace period."""

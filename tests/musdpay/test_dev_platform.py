@@ -108,7 +108,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield Platform(process, state, urls, key, descendants(process.popen.pid))
     finally:
         if process.alive():
-            process.kill()
+            process.stop(timeout=60)  # SIGTERM first: the supervisor stops its children (SIGKILL only after)
 
 
 def test_every_scrape_target_is_up_and_every_rule_group_loaded(platform: Platform) -> None:
@@ -408,7 +408,7 @@ def test_without_prometheus_and_alertmanager_it_says_how_to_install_them_and_run
         process.popen.send_signal(signal.SIGTERM)
         assert process.popen.wait(timeout=90) == 0, process.log()[-3000:]
     finally:
-        process.kill()
+        process.stop(timeout=60)
 
 
 def test_a_database_that_cannot_be_used_stops_everything_with_a_message(tmp_path: Path) -> None:
@@ -430,7 +430,7 @@ def test_a_database_that_cannot_be_used_stops_everything_with_a_message(tmp_path
     try:
         wait_until(gone, timeout=120, interval=0.2, what="musdpay dev to give up")
     finally:
-        process.kill()
+        process.stop(timeout=60)
     assert process.popen.returncode == 1, process.log()
     assert "musdpay dev: OperationalError" in process.log()
     assert "hunter2secret" not in process.log()

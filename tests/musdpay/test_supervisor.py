@@ -60,7 +60,7 @@ def _script(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_every_child_and_grandchild_and_exits_0(tmp_path: Path, signum: int) -> None:
     port = free_port()
     script = _script(
@@ -93,6 +93,29 @@ def test_a_signal_stops_every_child_and_grandchild_and_exits_0(tmp_path: Path, s
     assert "chain        | a warning on stderr" in output
     assert not any('"grandchild"' in line for line in output)
     assert any("stubborn did not stop within 2 s: killed" in line for line in output)
+
+
+def test_children_do_not_outlive_a_supervisor_killed_outright(tmp_path: Path) -> None:
+    port = free_port()
+    script = _script(
+        tmp_path,
+        f"""
+        supervisor.start("api", [sys.executable, "-c", {SERVING!r}, "{port}"], ready_url="http://127.0.0.1:{port}/")
+        supervisor.start("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"])
+        supervisor.say("READY")
+        sys.exit(supervisor.wait())
+        """,
+    )
+    tree = subprocess.Popen([PY, script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert tree.stdout is not None
+    for line in tree.stdout:
+        if line.startswith("READY"):
+            break
+    processes = descendants(tree.pid)
+    assert len(processes) == 2
+    tree.kill()  # SIGKILL: no handler runs; the kernel's parent-death signal must stop the children
+    tree.wait(timeout=10)
+    wait_until(lambda: not any(alive(p) for p in processes), timeout=20, what="the children to stop")
 
 
 def test_a_child_that_dies_stops_the_others_and_exits_1(tmp_path: Path) -> None:
