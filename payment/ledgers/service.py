@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -93,7 +93,14 @@ class LedgerReport:
     opened: int
     resolved: int
     truncated: bool = False
-    by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def by_kind(self) -> dict[str, int]:
+        """How many of the reported findings are of each kind."""
+        counts: dict[str, int] = {}
+        for finding in self.findings:
+            counts[finding.kind.value] = counts.get(finding.kind.value, 0) + 1
+        return counts
 
 
 CHECK_OUTCOMES = ("success", "failed")
@@ -176,9 +183,6 @@ async def check_ledgers(context: LedgerContext, *, since: datetime, until: datet
     await refresh_gauges(context)
     # What an operator explained is not a disagreement any more: not reported either.
     findings = [finding for finding in findings if (finding.kind.value, finding.subject) not in explained_keys]
-    by_kind: dict[str, int] = {}
-    for finding in findings:
-        by_kind[finding.kind.value] = by_kind.get(finding.kind.value, 0) + 1
     return LedgerReport(
         since=since,
         until=until,
@@ -190,7 +194,6 @@ async def check_ledgers(context: LedgerContext, *, since: datetime, until: datet
         opened=opened,
         resolved=resolved,
         truncated=truncated,
-        by_kind=by_kind,
     )
 
 

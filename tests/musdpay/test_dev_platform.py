@@ -87,14 +87,19 @@ def distinct_free_ports(count: int) -> list[int]:
     return ports
 
 
+def free_dev_ports() -> tuple[dict[str, int], list[str]]:
+    """A distinct free port for each of `musdpay dev`'s ports, and the flags that give them."""
+    ports = dict(zip(PORT_FLAGS, distinct_free_ports(len(PORT_FLAGS)), strict=True))
+    return ports, [arg for name, port in ports.items() for arg in (PORT_FLAGS[name][0], str(port))]
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     require_anvil()
     prometheus_binary(), alertmanager_binary()  # fail (CI) or skip when missing, before starting anything
     tmp = tmp_path_factory.mktemp("dev")
     state = tmp / "state"
-    ports = dict(zip(PORT_FLAGS, distinct_free_ports(len(PORT_FLAGS)), strict=True))
-    args = [arg for name, port in ports.items() for arg in (PORT_FLAGS[name][0], str(port))]
+    _, args = free_dev_ports()
     process = start_process(musdpay_command("dev", *args, "--state-dir", str(state)), env={}, log_path=tmp / "dev.log")
     try:
 
@@ -382,8 +387,7 @@ def test_a_port_given_twice_is_refused() -> None:
 
 def test_without_prometheus_and_alertmanager_it_says_how_to_install_them_and_runs_the_rest(tmp_path: Path) -> None:
     require_anvil()
-    ports = dict(zip(PORT_FLAGS, distinct_free_ports(len(PORT_FLAGS)), strict=True))
-    args = [arg for name, port in ports.items() for arg in (PORT_FLAGS[name][0], str(port))]
+    ports, args = free_dev_ports()
     empty = tmp_path / "bin"
     empty.mkdir()
     process = start_process(
@@ -413,8 +417,7 @@ def test_without_prometheus_and_alertmanager_it_says_how_to_install_them_and_run
 
 def test_a_database_that_cannot_be_used_stops_everything_with_a_message(tmp_path: Path) -> None:
     require_anvil()
-    ports = dict(zip(PORT_FLAGS, distinct_free_ports(len(PORT_FLAGS)), strict=True))
-    args = [arg for name, port in ports.items() for arg in (PORT_FLAGS[name][0], str(port))]
+    _, args = free_dev_ports()
     closed = free_port()
     process = start_process(
         musdpay_command("dev", *args, "--state-dir", str(tmp_path / "state")),
