@@ -44,8 +44,10 @@ SERVING = textwrap.dedent(
     http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
     """
 )
+# It announces itself only once SIGTERM is ignored: a signal sent before that would simply kill it (a race CI hit).
 STUBBORN = (
-    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('stubborn', flush=True)\ntime.sleep(600)"
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('{\"stubborn\": true}', flush=True)\n"
+    "time.sleep(600)"
 )
 
 
@@ -68,7 +70,7 @@ def test_a_signal_stops_every_child_and_grandchild_and_exits_0(tmp_path: Path, s
         f"""
         supervisor.start("chain", [sys.executable, "-c", {ANNOUNCING!r}], announces=True)
         supervisor.start("api", [sys.executable, "-c", {SERVING!r}, "{port}"], ready_url="http://127.0.0.1:{port}/")
-        supervisor.start("stubborn", [sys.executable, "-c", {STUBBORN!r}])
+        supervisor.start("stubborn", [sys.executable, "-c", {STUBBORN!r}], announces=True)
         supervisor.say("READY")
         sys.exit(supervisor.wait())
         """,
