@@ -15,6 +15,7 @@ prometheus-alertmanager:prometheus-alertmanager
 amtool:prometheus-alertmanager
 valgrind:valgrind
 callgrind_control:valgrind
+kubectl:kubectl
 "
 
 if [ $# -gt 0 ]; then
