@@ -44,7 +44,7 @@ from monitor.probes.stripe import metric_labels as stripe_labels
 from monitor.probes.treasury import TreasuryProbe
 from monitor.scheduler import ProbeJob, ProbeScheduler
 from monitor.scheduler import metric_labels as scheduler_labels
-from monitor.server import serve_metrics
+from payment.core.metrics_server import serve_metrics
 from payment.chain.client import ChainClient
 from payment.chain.pool import PoolPolicy, ProviderPool
 from payment.core.config import Settings

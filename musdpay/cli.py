@@ -58,13 +58,19 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
 
 
 @main.command()
-def deliver() -> None:
+@click.option("--host", default=None, help="Interface of /metrics (default: MUSDPAY_HOST or 127.0.0.1).")
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), default=None, help="Port of /metrics (default: 9102; 0: any)."
+)
+def deliver(host: str | None, metrics_port: int | None) -> None:
     """Run the MUSD delivery worker alone (verification, or treasury transfers), until SIGTERM."""
     from payment.core.config import get_settings
     from payment.core.logs import configure_logging
     from payment.delivery.standalone import run_worker
 
     settings = get_settings()
+    overrides = {"host": host, "delivery_metrics_port": metrics_port}
+    settings = settings.model_copy(update={name: value for name, value in overrides.items() if value is not None})
     configure_logging(settings.log_level, json_output=settings.log_format == "json")
     run_worker(settings)
 

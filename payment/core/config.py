@@ -118,10 +118,14 @@ class RateRule(BaseModel):
     period: float = Field(gt=0)
 
 
-# Rate limit rules (per client IP, and per principal where authentication applies them); see docs/security.md.
+# Rate limit rules (per client IP, per wallet, per API key); see docs/security.md ("Rate limits").
 DEFAULT_RATE_LIMITS = {
     "default": RateRule(limit=300, period=60),
-    "create_session": RateRule(limit=30, period=60),
+    "create_session": RateRule(limit=30, period=60),  # per IP and per buyer wallet, whoever calls for it
+    # Every request of one API key (a dApp's backend: one IP, all its buyers), on any route: 1000/s, the top of
+    # the seed's medium tier and over twice what one instance serves (docs/benchmarks.md: ~440 sessions/s on two
+    # cores), so an honest key meets the deployment's capacity first; its buyers keep their own limits.
+    "api_key": RateRule(limit=60_000, period=60),
     "quote": RateRule(limit=30, period=60),  # each one is a call to Stripe, like a session
     "auth": RateRule(limit=30, period=60),  # sign-in, token refresh
     "auth_failure": RateRule(limit=10, period=300),  # 401 answers; once empty, credentials are refused (429)
@@ -285,6 +289,8 @@ class Settings(BaseSettings):
     delivery_deadline_seconds: float = Field(default=3600.0, gt=0)  # give up re-checking after this
     delivery_retry_initial_seconds: float = Field(default=2.0, gt=0)
     delivery_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # `musdpay deliver` (the worker as its own process) serves its /metrics here, on `host`; 0: any free port.
+    delivery_metrics_port: int = Field(default=9102, ge=0, le=65535)
     treasury_key: SecretStr | None = None
     treasury_max_transfer: Decimal = Decimal("10000")  # MUSD per delivery
     treasury_daily_cap: Decimal = Decimal("100000")  # MUSD per UTC day
@@ -364,7 +370,7 @@ class Settings(BaseSettings):
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     service_name: str = "musdpay-payment"
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where `musdpay serve` (and `musdpay deliver`'s /metrics) listen
     port: int = Field(default=3001, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=15.0, ge=0)
 

@@ -1,20 +1,30 @@
-"""`musdpay deliver`: the delivery worker as its own process (for deployments that keep it out of the API)."""
+"""`musdpay deliver`: the delivery worker as its own process (for deployments that keep it out of the API).
+
+It serves the delivery and RPC metrics on its own `/metrics` (`MUSDPAY_DELIVERY_METRICS_PORT`, on
+`MUSDPAY_HOST`): scraped as job `musdpay-deliver`, which the delivery alerts and SLOs select with the API's job.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 
+from payment.chain import pool as rpc_pool
 from payment.chain.client import ChainClient
 from payment.chain.pool import ProviderPool
 from payment.core.config import Settings
 from payment.core.db import create_db_engine, make_session_factory, run_db_on
 from payment.core.metrics import PaymentMetrics
+from payment.core.metrics_server import serve_metrics
 from payment.core.telemetry import Telemetry
+from payment.delivery import worker as delivery_worker
 from payment.delivery.worker import DeliveryWorker
 
 __all__ = ["run_worker"]
+
+log = logging.getLogger(__name__)
 
 
 async def _serve(settings: Settings) -> None:
@@ -26,6 +36,12 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with ProviderPool.from_settings(settings, telemetry) as pool:
+        metrics = telemetry.metrics
+        # The worker's families exist at 0 from the first scrape, as in the API (docs/metrics.md).
+        metrics.initialise(delivery_worker.metric_labels(settings), rpc_pool.metric_labels(pool.names))
+        metrics.watch_pool(engine)
+        server = serve_metrics(metrics.registry, settings.host, settings.delivery_metrics_port)
+        log.info("delivery worker started", extra={"metrics_url": server.url, "mode": settings.delivery_mode.value})
         worker = DeliveryWorker(
             settings=settings,
             factory=factory,
@@ -34,10 +50,13 @@ async def _serve(settings: Settings) -> None:
             telemetry=telemetry,
         )
         task = asyncio.create_task(worker.run())
-        await stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            await stop.wait()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            server.close()
     engine.dispose()
 
 

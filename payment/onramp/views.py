@@ -27,6 +27,7 @@ from payment.onramp.schemas import (
 )
 from payment.onramp.status import SessionStatus
 from payment.onramp.store import SessionRecord
+from payment.security.throttle import enforce_wallet_limit
 
 __all__ = ["router"]
 
@@ -104,6 +105,8 @@ async def create_session(
     if principal.kind == "wallet" and not principal.owns(body.wallet_address):
         raise Forbidden("wallet-mismatch", "A wallet may only create sessions for its own address.")
     _check_idempotency_key(idempotency_key)
+    # An API key creates for many buyers: each of them is held to the route's limit, as if it called itself.
+    await enforce_wallet_limit(request, principal, body.wallet_address)
     outcome = await service.create_session(
         run_db=state.run_db,
         factory=state.factory,

@@ -1,4 +1,4 @@
-"""Where rate limits apply: a plain ASGI middleware per client IP, and a check per authenticated principal.
+"""Where rate limits apply: a plain ASGI middleware per client IP, and checks per authenticated principal.
 
 Per request, before routing (so a refused request costs no database or Stripe work):
 
@@ -6,13 +6,23 @@ Per request, before routing (so a refused request costs no database or Stripe wo
    templates and `*` prefixes, optionally per method); `exempt` routes (health, metrics) pass untouched;
 2. a request carrying credentials (`Authorization`, `X-API-Key`) or aimed at a sign-in route (rule `auth`) is
    refused with 429 while its IP's `auth_failure` bucket is empty, before authentication runs;
-3. the route's rule is hit for the client's IP (see `client_key`); refused: 429 problem with `Retry-After`;
+3. a request without credentials: the route's rule is hit for the client's IP (see `client_key`); refused: 429
+   problem with `Retry-After`. A request with credentials is refused if that IP bucket is empty, and counted
+   once its caller is known (below), or when its answer starts if nothing counted it (a public route, a 401):
+   attaching a made-up credential buys a stranger nothing;
 4. every 401 answer to such an attempt counts against the IP's `auth_failure` bucket (10 per 5 minutes by
    default); a 401 to a request without credentials ("authentication required") guesses nothing and is not
    counted, so a dApp that calls before signing in does not lock its users out.
 
-Allowed answers of limited routes carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
-Authentication calls `enforce_principal_limit` once it knows the caller: the same rule, keyed by principal.
+Authentication calls `enforce_principal_limit` once it knows the caller:
+
+- a wallet (signed in with SIWE) is held to the route's rule for its IP and for its address (`wallet:<address>`);
+- an API key (a dApp's backend or an operator, one IP for all its buyers) to the `api_key` ceiling, per key
+  family, on every route; its IP is not counted. Session creation on behalf of a wallet then calls
+  `enforce_wallet_limit`: the route's rule for that buyer's address, the same bucket as the wallet's own.
+
+Allowed answers of limited routes carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (of the
+tightest bucket that counted the request).
 """
 
 from __future__ import annotations
@@ -38,13 +48,16 @@ __all__ = [
     "RouteTable",
     "client_ip_from_scope",
     "enforce_principal_limit",
+    "enforce_wallet_limit",
 ]
 
 EXEMPT = "exempt"
 AUTH_FAILURE_RULE = "auth_failure"
 SIGN_IN_RULE = "auth"
-# The rule chosen for the request, for enforce_principal_limit (scope["state"] is request.state).
-SCOPE_RULE_KEY = "musdpay_rate_limit_rule"
+API_KEY_RULE = "api_key"
+# What the middleware leaves for the checks after authentication, in scope["state"] (which is request.state).
+SCOPE_RULE_KEY = "musdpay_rate_limit_rule"  # the route's rule
+SCOPE_LIMITS_KEY = "musdpay_rate_limits"  # the request's _Limits
 _CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key"})
 _TEMPLATE_PARAM = re.compile(r"\{[^/{}]+\}")
 _HEADER_NAMES = {
@@ -170,26 +183,34 @@ class RateLimitMiddleware:
             return
         limiter = self.limiter
         key = client_key(client_ip_from_scope(scope, self.hops))
-        guarded = rule == SIGN_IN_RULE or _has_credentials(scope)  # an attempt to authenticate
+        credentials = _has_credentials(scope)
+        guarded = rule == SIGN_IN_RULE or credentials  # an attempt to authenticate
         if guarded:
             failures = await limiter.peek(key, AUTH_FAILURE_RULE)
             if not failures.allowed:
                 await self._refuse(scope, receive, send, failures, AUTH_FAILURE_RULE)
                 return
-        decision = await limiter.hit(key, rule)
+        # With credentials the IP is counted only once the caller is known (an API key's is not): peek now.
+        decision = await (limiter.peek(key, rule) if credentials else limiter.hit(key, rule))
         if not decision.allowed:
             await self._refuse(scope, receive, send, decision, rule)
             return
-        scope.setdefault("state", {})[SCOPE_RULE_KEY] = rule
-        extra = decision.headers()
+        limits = _Limits(ip_key=key, decisions=[] if credentials else [decision], counted=not credentials)
+        state = scope.setdefault("state", {})
+        state[SCOPE_RULE_KEY] = rule
+        state[SCOPE_LIMITS_KEY] = limits
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if message["status"] == 401 and guarded:
                     await limiter.hit(key, AUTH_FAILURE_RULE)
+                if not limits.counted:  # nobody was authenticated (a public route, a 401): the IP pays
+                    limits.counted = True
+                    limits.decisions.append(await limiter.hit(key, rule))
                 headers = message.setdefault("headers", [])
-                if not any(name == b"ratelimit-limit" for name, _ in headers):  # a principal limit said more
-                    message["headers"] = [*headers, *extra]
+                tightest = limits.tightest()
+                if tightest is not None and not any(name == b"ratelimit-limit" for name, _ in headers):
+                    message["headers"] = [*headers, *tightest.headers()]
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
@@ -209,6 +230,18 @@ class RateLimitMiddleware:
         return next((route for pattern, route in self._templates if pattern.match(path)), None)
 
 
+@dataclass(slots=True)
+class _Limits:
+    """The buckets a request has been counted in so far (their answers give its RateLimit-* headers)."""
+
+    ip_key: str
+    decisions: list[Decision]
+    counted: bool  # by its IP or its principal; otherwise the IP is counted when the answer starts
+
+    def tightest(self) -> Decision | None:
+        return min(self.decisions, key=lambda decision: decision.remaining, default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class _Route:
     """Stands for the matched route in scope["route"]: what observability reads of it is its `path`."""
@@ -223,17 +256,47 @@ def _template_regex(template: str) -> re.Pattern[str]:
 
 
 async def enforce_principal_limit(request: Request, principal: Any) -> None:
-    """The route's rule for an authenticated caller, keyed by its identity (`kind:subject`); raises RateLimited.
+    """The limits of an authenticated caller (see the module's docstring); raises RateLimited.
 
     Call it from the authentication dependency once the principal is known. Anonymous callers are limited by IP
     only (the middleware), and so are routes the middleware does not limit (exempt, or limits disabled).
     """
-    rule = request.scope.get("state", {}).get(SCOPE_RULE_KEY)
+    state = request.scope.get("state", {})
+    rule: str | None = state.get(SCOPE_RULE_KEY)
+    limits: _Limits | None = state.get(SCOPE_LIMITS_KEY)
+    kind = getattr(principal, "kind", "anonymous")
     subject = getattr(principal, "subject", "")
-    if rule is None or not subject or getattr(principal, "kind", "anonymous") == "anonymous":
+    if rule is None or limits is None or not subject or kind == "anonymous":
         return
+    if kind == "wallet":
+        checks = [] if limits.counted else [(limits.ip_key, rule)]
+        checks.append((_wallet_key(subject), rule))
+    else:  # an API key: one ceiling per key family, whatever the route and whoever the buyer
+        checks = [(f"api_key:{getattr(principal, 'family', '') or subject}", API_KEY_RULE)]
+    limits.counted = True
+    await _check_all(request, limits, checks)
+
+
+async def enforce_wallet_limit(request: Request, principal: Any, wallet_address: str) -> None:
+    """The route's rule for `wallet_address` when an API key acts for that buyer (a wallet signed in itself was
+    counted by `enforce_principal_limit`, in the same bucket); raises RateLimited."""
+    state = request.scope.get("state", {})
+    rule: str | None = state.get(SCOPE_RULE_KEY)
+    limits: _Limits | None = state.get(SCOPE_LIMITS_KEY)
+    if rule is None or limits is None or getattr(principal, "kind", "anonymous") == "wallet":
+        return
+    await _check_all(request, limits, [(_wallet_key(wallet_address), rule)])
+
+
+def _wallet_key(address: str) -> str:
+    return f"wallet:{address.lower()}"
+
+
+async def _check_all(request: Request, limits: _Limits, checks: list[tuple[str, str]]) -> None:
     state = request.app.state.musdpay
-    decision = await state.rate_limiter.hit(f"principal:{principal.kind}:{subject}", rule)
-    if not decision.allowed:
-        state.telemetry.metrics.rate_limited.labels(rule).inc()
-        raise RateLimited(decision, rule)
+    for key, rule in checks:
+        decision = await state.rate_limiter.hit(key, rule)
+        if not decision.allowed:
+            state.telemetry.metrics.rate_limited.labels(rule).inc()
+            raise RateLimited(decision, rule)
+        limits.decisions.append(decision)

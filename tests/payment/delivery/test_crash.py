@@ -6,11 +6,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from payment.delivery.status import DeliveryStatus
 from tests.payment.delivery.conftest import DeliveryRig, units
-from tests.support.services import ChildProcess, musdpay_command, start_process
+from tests.support.services import ChildProcess, free_port, musdpay_command, start_process
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("delivery_settings", [{"delivery_mode": "treasury"}])
@@ -28,9 +30,22 @@ def start_worker(rig: DeliveryRig, tmp_path: Path, name: str, **extra: str) -> C
         "MUSDPAY_DELIVERY_POLL_SECONDS": "0.05",
         "MUSDPAY_DELIVERY_LEASE_SECONDS": "1",
         "MUSDPAY_LOG_FORMAT": "text",
+        "MUSDPAY_DELIVERY_METRICS_PORT": str(free_port()),
         **extra,
     }
     return start_process(musdpay_command("deliver"), env=env, log_path=tmp_path / f"{name}.log")
+
+
+def _delivered(worker: ChildProcess) -> float:
+    """`musdpay_delivery_total{outcome="verified"}` from the worker's own /metrics."""
+    port = worker.env["MUSDPAY_DELIVERY_METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "musdpay_delivery_total" and sample.labels.get("outcome") == "verified"
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,6 +69,8 @@ def test_killed_at_any_step_the_buyer_is_paid_exactly_once(rig: DeliveryRig, tmp
             timeout=30,
             what="both deliveries to be verified after the restart",
         )
+        # Its own /metrics (scraped as job musdpay-deliver) counts what this process delivered.
+        assert _delivered(worker) == 2
     finally:
         assert worker.stop() == 0, worker.log()
     for session in sessions:

@@ -117,8 +117,8 @@ def test_failures_from_another_ip_do_not_lock_out_a_client(edge_client: Client) 
     assert client.get("/api/v1/test/protected", headers=victim).status_code == 200
 
 
-def test_an_authenticated_principal_has_its_own_bucket_across_ips(edge_client: Client) -> None:
-    client = edge_client(client_ip="10.0.0.2", trusted_proxy_hops=1, rate_limits="default=3/60")
+def test_an_api_key_has_its_own_bucket_across_ips(edge_client: Client) -> None:
+    client = edge_client(client_ip="10.0.0.2", trusted_proxy_hops=1, rate_limits="default=1/60,api_key=3/60")
     first = {"X-Forwarded-For": "198.51.100.1", "X-API-Key": GOOD_KEY}
     second = {"X-Forwarded-For": "198.51.100.2", "X-API-Key": GOOD_KEY}
     assert [client.get("/api/v1/test/protected", headers=first).status_code for _ in range(2)] == [200, 200]
@@ -128,6 +128,9 @@ def test_an_authenticated_principal_has_its_own_bucket_across_ips(edge_client: C
     assert refused.json()["type"] == "/problems/rate-limited"
     assert refused.headers["RateLimit-Limit"] == "3"
     assert refused.headers["RateLimit-Remaining"] == "0"
+    # The key's requests never touched its IPs' buckets (default=1/60): an anonymous call from each still passes.
+    for ip in ("198.51.100.1", "198.51.100.2"):
+        assert client.get("/api/v1/test/ping", headers={"X-Forwarded-For": ip}).status_code == 200
 
 
 def test_limits_can_be_switched_off(edge_client: Client) -> None:

@@ -1,4 +1,5 @@
-"""The monitor's own `/metrics`, served from a thread so a busy event loop never delays a scrape."""
+"""A `/metrics` endpoint of its own, served from a thread so a busy event loop never delays a scrape (the monitor
+and the standalone delivery worker; the API serves it as a route)."""
 
 from __future__ import annotations
 
