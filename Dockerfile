@@ -50,8 +50,10 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && groupadd --system --gid ${MUSDPAY_GID} musdpay \
     && useradd --system --uid ${MUSDPAY_UID} --gid ${MUSDPAY_GID} --home-dir /var/lib/musdpay --no-create-home \
          --shell /usr/sbin/nologin musdpay \
-    && install -d -o ${MUSDPAY_UID} -g ${MUSDPAY_GID} -m 0750 /var/lib/musdpay
-# Relative paths (the SQLite default, ./monitor.yml) resolve here, inside the volume.
+    && install -d -o ${MUSDPAY_UID} -g ${MUSDPAY_GID} -m 0755 /var/lib/musdpay
+# Relative paths (the SQLite default, ./monitor.yml) resolve here, inside the volume. A new named volume mounted
+# here takes this directory's owner (10001) and mode: 0755, so another container's user can read what is written
+# (docker-compose.yml: `alerts render` writes Alertmanager's config into such a volume, Alertmanager reads it).
 WORKDIR /var/lib/musdpay
 VOLUME ["/var/lib/musdpay"]
 USER 10001:10001
