@@ -77,3 +77,23 @@ def test_killed_at_any_step_the_buyer_is_paid_exactly_once(rig: DeliveryRig, tmp
         assert len(rig.transfers_to(session.wallet_address)) == 1
         assert rig.chain.musd_balance(session.wallet_address) == units(str(session.destination_amount))
         assert len(rig.attempts(session.id)) == 1
+
+
+def test_two_workers_at_once_pay_each_buyer_exactly_once(rig: DeliveryRig, tmp_path: Path) -> None:
+    # As a deployment runs them (two replicas of `musdpay deliver`): the lease lets one of them send each delivery.
+    sessions = [rig.paid_session(f"{10 + i}.25") for i in range(6)]
+    workers = [start_worker(rig, tmp_path, name) for name in ("first", "second")]
+    try:
+        wait_until(
+            lambda: all(rig.delivery(s.id).status == DeliveryStatus.verified for s in sessions),
+            timeout=60,
+            what="every delivery verified with two workers running",
+        )
+        assert sum(_delivered(worker) for worker in workers) == len(sessions)  # each counted by one of them
+    finally:
+        for worker in workers:
+            assert worker.stop() == 0, worker.log()
+    for session in sessions:
+        assert len(rig.transfers_to(session.wallet_address)) == 1
+        assert rig.chain.musd_balance(session.wallet_address) == units(str(session.destination_amount))
+        assert len(rig.attempts(session.id)) == 1
