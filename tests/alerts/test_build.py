@@ -11,7 +11,18 @@ from typing import Any
 import pytest
 import yaml
 
-from alerts.build import ALERTS_DIR, BURN_ALERTS, SEVERITIES, WATCHDOG, WINDOWS, BuildError, build, check
+from alerts.build import (
+    ALERTS_DIR,
+    BURN_ALERTS,
+    PROMETHEUS_RULE,
+    SEVERITIES,
+    WATCHDOG,
+    WINDOWS,
+    BuildError,
+    build,
+    check,
+    write,
+)
 from tests.support.services import ROOT
 
 
@@ -141,3 +152,27 @@ def test_an_alert_without_a_runbook_or_dashboard_is_an_error(tmp_path: Path) -> 
     path.write_text(path.read_text(encoding="utf-8").replace("dashboard: musdpay-api", "", 1), "utf-8")
     with pytest.raises(BuildError, match="PaymentApiDown lacks dashboard"):
         build(root)
+
+
+def test_the_prometheus_rule_for_kubernetes_is_what_the_build_makes() -> None:
+    # deploy/k8s/base/generated/prometheusrule.yaml: one PrometheusRule with every generated group, by file name.
+    path = ALERTS_DIR / PROMETHEUS_RULE
+    assert path.resolve() == ROOT / "deploy" / "k8s" / "base" / "generated" / "prometheusrule.yaml"
+    assert path.read_text(encoding="utf-8") == build()[PROMETHEUS_RULE], "run `musdpay alerts build` and commit"
+    rule = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    groups = []
+    for generated in sorted((ALERTS_DIR / "generated").glob("*.yml")):
+        groups += yaml.safe_load(generated.read_text(encoding="utf-8"))["groups"]
+    assert rule["spec"]["groups"] == groups
+
+
+def test_check_reports_a_stale_prometheus_rule(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    write(root)
+    assert check(root) == []
+    rule = root / PROMETHEUS_RULE
+    rule.write_text(rule.read_text(encoding="utf-8").replace("for: 10m", "for: 11m", 1), encoding="utf-8")
+    assert check(root) == [PROMETHEUS_RULE]
+    rule.unlink()
+    assert check(root) == [PROMETHEUS_RULE]
