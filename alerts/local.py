@@ -12,7 +12,7 @@ Both configs are returned as dicts; `dump` writes them as YAML.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,14 +78,15 @@ def shipped_intervals() -> tuple[str, str]:
 
 
 def prometheus_config(
-    targets: Mapping[str, str],
+    targets: Mapping[str, str | Sequence[str]],
     alertmanager: str | None,
     *,
     scrape_interval: str | None = None,
     evaluation_interval: str | None = None,
 ) -> dict[str, Any]:
-    """prometheus.yml of the repository with these scrape targets (job -> host:port), its generated rules by
-    absolute path, and this Alertmanager (host:port or URL; None: no alerting). Intervals default to the file's."""
+    """prometheus.yml of the repository with these scrape targets (job -> host:port, or several: one instance
+    each), its generated rules by absolute path, and this Alertmanager (host:port or URL; None: no alerting).
+    Intervals default to the file's."""
     config = _source()
     if scrape_interval is not None:
         config["global"]["scrape_interval"] = scrape_interval
@@ -95,7 +96,8 @@ def prometheus_config(
     manager = alertmanager.removeprefix("http://") if alertmanager else None
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [manager] if manager else []
     config["scrape_configs"] = [
-        {"job_name": job, "static_configs": [{"targets": [target]}]} for job, target in targets.items()
+        {"job_name": job, "static_configs": [{"targets": [target] if isinstance(target, str) else list(target)}]}
+        for job, target in targets.items()
     ]
     return config
 

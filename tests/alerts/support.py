@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +158,11 @@ class Prometheus:
         data = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
         return {target["labels"]["job"]: target["health"] == "up" for target in data}
 
+    def instances_up(self) -> dict[tuple[str, str], bool]:
+        """(job, instance) of every active target -> whether its last scrape succeeded."""
+        data = httpx.get(f"{self.url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return {(t["labels"]["job"], t["labels"]["instance"]): t["health"] == "up" for t in data}
+
     def rules(self) -> list[dict[str, Any]]:
         groups: list[dict[str, Any]] = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         return groups
@@ -188,7 +193,7 @@ def serving_prometheus(home: Path, config_path: Path, *flags: str) -> Iterator[t
 @contextmanager
 def running_prometheus(
     tmp_path: Path,
-    targets: Mapping[str, str],
+    targets: Mapping[str, str | Sequence[str]],
     alertmanager: str | None,
     *,
     scrape_interval: str = "1s",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
@@ -20,34 +18,20 @@ from payment.core.problems import Problem
 from payment.core.telemetry import Telemetry
 from payment.security.throttle import enforce_principal_limit
 from tests.payment.conftest import make_settings
-from tests.support.services import require
+from tests.support.redis import REDIS_URL, redis_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+__all__ = ["GOOD_KEY", "JWT_KEYS", "REDIS_URL", "add_test_routes"]
+
 GOOD_KEY = "mpk_test_good_key_0123456789"
 JWT_KEYS = "edge:0123456789abcdef0123456789abcdef"
 PUBLIC = Depends(public_route)  # test routes are public; authentication's deny-by-default guard passes them
 
 
-def redis_available() -> tuple[bool, str]:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1).ping()
-        return True, ""
-    except redis.RedisError as exc:
-        return False, f"Redis at {REDIS_URL} unreachable: {exc}"
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
+@pytest.fixture(name="redis_prefix")
+def redis_prefix_fixture() -> Iterator[str]:
     """A key prefix of this test alone in the real Redis (required with CI=true); its keys are deleted after."""
-    ok, reason = redis_available()
-    require(ok, reason)
-    prefix = f"musdpay-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with redis_prefix() as prefix:
+        yield prefix
 
 
 class _Principal:
