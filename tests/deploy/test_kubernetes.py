@@ -398,3 +398,23 @@ def test_the_validators_refuse_what_the_api_server_would() -> None:
     monitor["spec"]["endpoints"][0]["scrapeProtocol"] = "OpenMetricsText1.0.0"
     schema = crd_schema(CRD_KINDS[("monitoring.coreos.com/v1", "ServiceMonitor")])
     assert unknown_fields(monitor, schema, "") == [".spec.endpoints[0].scrapeProtocol"]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_each_process_listens_on_the_port_its_service_and_probes_use(overlay: str) -> None:
+    objects = render(overlay)
+    flags = {"musdpay-api": "--port", "musdpay-monitor": "--port", "musdpay-deliver": "--metrics-port"}
+    for name, flag in flags.items():
+        (container,) = pod_spec(named(objects, "Deployment", name))["containers"]
+        args = container["args"]
+        port = int(args[args.index(flag) + 1])
+        assert [item["containerPort"] for item in container["ports"]] == [port], name
+        (port_name,) = [item["name"] for item in container["ports"]]
+        service = named(objects, "Service", name)
+        assert [item["targetPort"] for item in service["spec"]["ports"]] == [port_name], name
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if probe in container:
+                assert container[probe]["httpGet"]["port"] == port_name, f"{name} {probe}"
+    assert "--host" in pod_spec(named(objects, "Deployment", "musdpay-api"))["containers"][0]["args"]
+    (deliver,) = pod_spec(named(objects, "Deployment", "musdpay-deliver"))["containers"]
+    assert env_of(deliver)["MUSDPAY_HOST"]["value"] == "0.0.0.0"  # noqa: S104 - scraped from other pods
