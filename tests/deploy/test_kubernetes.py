@@ -138,9 +138,9 @@ def unknown_fields(value: Any, schema: dict[str, Any], where: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
-def test_every_object_is_valid_for_kubernetes_or_its_crd(overlay: str) -> None:
-    objects = render(overlay)
+@pytest.mark.parametrize("directory", ["base", *(f"overlays/{overlay}" for overlay in sorted(OVERLAYS))])
+def test_every_object_is_valid_for_kubernetes_or_its_crd(directory: str) -> None:
+    objects = list(_render(directory))
     assert objects
     for obj in objects:
         what = f"{obj['kind']}/{obj['metadata']['name']}"
