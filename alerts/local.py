@@ -24,6 +24,7 @@ from alerts.build import ALERTS_DIR
 
 __all__ = [
     "GENERATED_RULES",
+    "PROMETHEUS_RETENTION",
     "PROMETHEUS_SOURCE",
     "CaptureReceivers",
     "capture_alertmanager_config",
@@ -36,6 +37,10 @@ __all__ = [
 
 PROMETHEUS_SOURCE = ALERTS_DIR.parent / "prometheus.yml"
 GENERATED_RULES = ALERTS_DIR / "generated" / "*.yml"
+# How long every Prometheus the project ships keeps its samples (`make run`, docker-compose.yml, the Prometheus
+# Operator's object): the SLO period of alerts/slo.yml (30 days, Prometheus's default is 15) and a margin, so a
+# "30-day" error budget or SLA figure covers 30 days. tests/deploy/test_retention.py derives the minimum.
+PROMETHEUS_RETENTION = "40d"
 
 
 @dataclass(frozen=True)

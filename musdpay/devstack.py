@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alerts.local import (
+    PROMETHEUS_RETENTION,
     CaptureReceivers,
     capture_alertmanager_config,
     dump,
@@ -330,6 +331,7 @@ class DevPlatform:
                 f"--storage.tsdb.path={home / 'data'}",
                 f"--web.listen-address={HOST}:{ports.prometheus}",
                 f"--web.external-url={url}",
+                f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",  # the SLO period, and a margin
                 "--enable-feature=exemplar-storage",  # the API's latency exemplars link to traces
                 "--log.level=warn",
             ],

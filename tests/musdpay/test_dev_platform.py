@@ -31,6 +31,7 @@ import pytest
 import yaml
 from web3 import Web3
 
+from alerts.local import PROMETHEUS_RETENTION
 from musdpay.devstack import DEV_STRIPE_KEY, PORT_FLAGS, DevPorts, PortInUse, check_ports
 from sandbox.chain.artifact import musd_artifact
 from sandbox.chain.musd import to_units
@@ -134,6 +135,9 @@ def test_every_scrape_target_is_up_and_every_rule_group_loaded(platform: Platfor
     broken = [(group["name"], rule["name"], rule.get("lastError")) for group in groups for rule in group["rules"]
               if rule.get("health") == "err"]  # fmt: skip
     assert broken == []
+    # It keeps what the SLO period needs (tests/deploy/test_retention.py derives the minimum).
+    flags = httpx.get(f"{prometheus}/api/v1/status/flags", timeout=10).json()["data"]
+    assert flags["storage.tsdb.retention.time"] == PROMETHEUS_RETENTION
     # Alertmanager runs the shipped routing, with the capture receivers as Slack, Discord, PagerDuty and email.
     status = httpx.get(f"{platform.urls['alertmanager']}/api/v2/status", timeout=10).json()
     config = yaml.safe_load(status["config"]["original"])
