@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from payment.auth import models as _auth_models  # noqa: F401 - registers the tables
 from payment.core.config import Settings
@@ -15,6 +15,10 @@ from payment.reconcile import models as _reconcile_models  # noqa: F401 - regist
 from payment.webhooks import models as _webhook_models  # noqa: F401 - registers the tables
 
 target_metadata = Base.metadata
+# PostgreSQL advisory lock of the migrations (a fixed bigint no other code of this database uses): two runners at
+# once (a Job retried while the first still runs, replicas started with MUSDPAY_AUTO_MIGRATE) take turns, and the
+# second finds the schema at head instead of failing halfway through creating it.
+MIGRATION_LOCK_KEY = 0x6D75_7364_7061_7901
 
 
 def run_migrations_online() -> None:
@@ -31,6 +35,8 @@ def run_migrations_online() -> None:
                 compare_type=True,
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":  # held to the commit; DDL is transactional there
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 context.run_migrations()
             connection.commit()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -13,9 +14,10 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.core import migrations
-from payment.core.db import Base
+from payment.core.db import Base, create_db_engine
 from payment.onramp.models import OnrampSession
-from tests.payment.conftest import seed_session
+from tests.payment.conftest import make_settings, seed_session
+from tests.support.services import musdpay_command, start_process
 
 
 @pytest.mark.parametrize("amount", ["0.01", "9999.99", "12345678901234567890.123456789012345678", "98.49", "1"])
@@ -58,3 +60,20 @@ def test_the_migrations_downgrade_cleanly(engine: Engine) -> None:
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     migrations.upgrade(engine)
     assert "onramp_sessions" in inspect(engine).get_table_names()
+
+
+def test_two_migrations_at_once_take_turns(database_url: str, tmp_path: Path) -> None:
+    # Two replicas (or a retried Job) upgrading an empty database together, as processes (Alembic's context is
+    # process-global): both succeed, and the schema is built once.
+    env = {"MUSDPAY_DATABASE_URL": database_url, "MUSDPAY_ENVIRONMENT": "test"}
+    runs = [
+        start_process(musdpay_command("db", "upgrade"), env=env, log_path=tmp_path / f"upgrade-{i}.log") for i in (1, 2)
+    ]
+    for run in runs:
+        assert run.popen.wait(timeout=120) == 0, run.log()
+    engine = create_db_engine(make_settings(database_url))
+    try:
+        current, head = migrations.current_and_head(engine)
+        assert current == head
+    finally:
+        engine.dispose()
