@@ -272,6 +272,8 @@ def _slo_file(slo: dict[str, Any], period: str, thresholds: Thresholds) -> dict[
 # A scraped metric an expression selects: musdpay_* families (docs/metrics.md) and `up`, with its braces if any.
 _SELECTOR = re.compile(r"(?<![\w:])(musdpay_[a-z0-9_]+|up)(?![\w:])(\{[^{}]*\})?")
 _MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')  # equality matchers only (=~ and != are not followed by a quote)
+# A job selected by a regex of literal names (`job=~"musdpay-api|musdpay-deliver"`): each name is a job it reads.
+_JOB_ALTERNATIVES = re.compile(r'\bjob\s*=~\s*"([\w-]+(?:\|[\w-]+)*)"')
 _PROBE_SUCCESS = "musdpay_monitor_probe_last_success_timestamp_seconds"
 
 
@@ -297,11 +299,18 @@ class _Guarded:
 
 
 def _selected(expr: str) -> list[tuple[str, str | None, str | None]]:
-    """(metric, job, le) of every scraped metric `expr` selects; job and le from equality matchers only."""
-    found = []
+    """(metric, job, le) of every scraped metric `expr` selects; job and le from equality matchers, and a job regex
+    of literal names (one entry per name)."""
+    found: list[tuple[str, str | None, str | None]] = []
     for match in _SELECTOR.finditer(expr):
         matchers = dict(_MATCHER.findall(match.group(2) or ""))
-        found.append((match.group(1), matchers.get("job"), matchers.get("le")))
+        alternatives = _JOB_ALTERNATIVES.search(match.group(2) or "")
+        jobs: list[str | None] = []
+        if alternatives is not None:
+            jobs.extend(alternatives.group(1).split("|"))
+        else:
+            jobs.append(matchers.get("job"))
+        found.extend((match.group(1), job, matchers.get("le")) for job in jobs)
     return found
 
 
@@ -323,8 +332,9 @@ def _readers(documents: dict[str, dict[str, Any]]) -> dict[tuple[str, str | None
 
 def _absent_rules(
     documents: dict[str, dict[str, Any]], root: Path, thresholds: Thresholds
-) -> tuple[dict[str, Any], dict[_Guarded, str], dict[str, dict[str, str]], set[str]]:
-    """The absent-metric alerts (a rules document), what they guard (with its readers), the gates, every job."""
+) -> tuple[dict[str, Any], dict[_Guarded, str], dict[str, dict[str, str]], set[str], set[str]]:
+    """The absent-metric alerts (a rules document), what they guard (with its readers), the gates, every job, and
+    the optional ones."""
     where = "alerts/absent.yml"
     config = yaml.safe_load((root / "absent.yml").read_text(encoding="utf-8")) or {}
     gates: dict[str, dict[str, str]] = {str(k): dict(v) for k, v in (config.get("gates") or {}).items()}
@@ -338,6 +348,13 @@ def _absent_rules(
     if stale:
         raise BuildError(f"{where}: excluded but read by no rule: {', '.join(stale)}")
     jobs = {job for (_, job, _) in readers if job}
+    optional: dict[str, str] = {str(k): str(v) for k, v in (config.get("optional_jobs") or {}).items()}
+    for optional_job, reason in optional.items():
+        if not reason.strip():
+            raise BuildError(f"{where}: optional_jobs.{optional_job} needs its reason")
+    stale_jobs = sorted(set(optional) - jobs)
+    if stale_jobs:
+        raise BuildError(f"{where}: optional but read by no rule: {', '.join(stale_jobs)}")
     guarded: dict[_Guarded, set[str]] = {}
     for (metric, job, le), names in readers.items():
         if metric == "up" or metric in excluded:
@@ -353,7 +370,7 @@ def _absent_rules(
         raise BuildError(f"{where}: gates match no guarded metric: {', '.join(unused)}")
     duration = thresholds.substitute("${metric_absent_for}", where)
     rules: list[dict[str, Any]] = []
-    for job in sorted(jobs):
+    for job in sorted(jobs - set(optional)):  # an optional job may rightly have no target
         rules.append(
             _finish_alert(
                 {
@@ -410,7 +427,8 @@ def _absent_rules(
             )
         )
     document = {"groups": [{"name": "musdpay-absent", "rules": rules}]}
-    return document, {item: ", ".join(sorted(guarded[item])) for item in sorted(guarded, key=_Guarded.key)}, gates, jobs
+    readers_of = {item: ", ".join(sorted(guarded[item])) for item in sorted(guarded, key=_Guarded.key)}
+    return document, readers_of, gates, jobs, set(optional)
 
 
 def _gate(item: _Guarded, gates: dict[str, dict[str, str]]) -> dict[str, str] | None:
@@ -419,7 +437,11 @@ def _gate(item: _Guarded, gates: dict[str, dict[str, str]]) -> dict[str, str] | 
 
 
 def _absent_tests(
-    guarded: dict[_Guarded, str], gates: dict[str, dict[str, str]], jobs: set[str], thresholds: Thresholds
+    guarded: dict[_Guarded, str],
+    gates: dict[str, dict[str, str]],
+    jobs: set[str],
+    optional: set[str],
+    thresholds: Thresholds,
 ) -> dict[str, Any]:
     """promtool tests of the absent-metric alerts: per alert, instance "a" lacks the metric and fires after `for`;
     "b" has it, "c" is down, "d" (gated metrics) has a probe that never succeeded: all silent."""
@@ -479,7 +501,7 @@ def _absent_tests(
             "alert_rule_test": [{"eval_time": f"{wait + 2}m", "alertname": ABSENT_ALERT, "exp_alerts": []}],
         }
     ]
-    for job in sorted(jobs):
+    for job in sorted(jobs - optional):
         description = (
             f"Prometheus has had no `up` series of job {job} for {duration}: its scrape configuration or service "
             "discovery lost the target, so every alert on that job (its down alert included) is silent."
@@ -611,10 +633,10 @@ def build(root: Path = ALERTS_DIR) -> dict[str, str]:
         document = _slo_file(slo, period, thresholds)
         documents[f"generated/slo-{slo['name']}.yml"] = document
         files[f"generated/slo-{slo['name']}.yml"] = _dump("alerts/slo.yml", document)
-    absent, guarded, gates, jobs = _absent_rules(documents, root, thresholds)
+    absent, guarded, gates, jobs, optional = _absent_rules(documents, root, thresholds)
     files["generated/absent.yml"] = _dump("alerts/absent.yml, the expressions of rules/ and slo.yml", absent)
     documents["generated/absent.yml"] = absent
-    files["tests/absent.test.yml"] = _dump_tests(_absent_tests(guarded, gates, jobs, thresholds))
+    files["tests/absent.test.yml"] = _dump_tests(_absent_tests(guarded, gates, jobs, optional, thresholds))
     unused = sorted(set(thresholds.values) - thresholds.used)
     if unused:
         raise BuildError(f"alerts/thresholds.yml: defined and never used: {', '.join(unused)}")

@@ -15,6 +15,8 @@ __all__ = ["DASHBOARDS"]
 
 API = 'job="musdpay-api",instance=~"$instance"'
 MON = 'job="musdpay-monitor",instance=~"$instance"'
+# The payment service's processes that deliver MUSD and call the RPC providers: the API, and `musdpay deliver`.
+PAY = 'job=~"musdpay-api|musdpay-deliver",instance=~"$instance"'
 RATE = "[$__rate_interval]"
 
 
@@ -138,7 +140,7 @@ def payments() -> dashboard.Dashboard:
                     "Deliveries by outcome",
                     (
                         T(
-                            f"sum by (mode, outcome) (rate(musdpay_delivery_total{{{API}}}{RATE}))",
+                            f"sum by (mode, outcome) (rate(musdpay_delivery_total{{{PAY}}}{RATE}))",
                             "{{mode}} {{outcome}}",
                         ),
                     ),
@@ -404,11 +406,11 @@ def rpc() -> dashboard.Dashboard:
                     (
                         T(f"musdpay_monitor_rpc_up{{{MON},{prov}}}", "up {{provider}}"),
                         T(
-                            f"max by (provider, state) (musdpay_rpc_provider_state{{{API},{prov}}}) > 0",
+                            f"max by (provider, state) (musdpay_rpc_provider_state{{{PAY},{prov}}}) > 0",
                             "{{provider}} {{state}}",
                         ),
                         T(
-                            f"max by (provider) (musdpay_rpc_provider_selected{{{API},{prov}}})",
+                            f"max by (provider) (musdpay_rpc_provider_selected{{{PAY},{prov}}})",
                             "selected {{provider}}",
                         ),
                     ),
@@ -424,7 +426,7 @@ def rpc() -> dashboard.Dashboard:
                     tuple(
                         T(
                             f"histogram_quantile({q}, sum by (le, provider) (rate(musdpay_rpc_request_duration_seconds_bucket"
-                            f'{{{API},{prov},outcome="success"}}{RATE})))',
+                            f'{{{PAY},{prov},outcome="success"}}{RATE})))',
                             f"p{int(q * 100)} {{{{provider}}}}",
                         )
                         for q in (0.5, 0.95, 0.99)
@@ -446,7 +448,7 @@ def rpc() -> dashboard.Dashboard:
                     "Errors by class",
                     (
                         T(
-                            f"sum by (provider, kind) (rate(musdpay_rpc_errors_total{{{API},{prov}}}{RATE}))",
+                            f"sum by (provider, kind) (rate(musdpay_rpc_errors_total{{{PAY},{prov}}}{RATE}))",
                             "API {{provider}} {{kind}}",
                         ),
                         T(
@@ -460,7 +462,7 @@ def rpc() -> dashboard.Dashboard:
                     "Failovers",
                     (
                         T(
-                            f"sum by (from_provider, to_provider) (rate(musdpay_rpc_failovers_total{{{API}}}{RATE}))",
+                            f"sum by (from_provider, to_provider) (rate(musdpay_rpc_failovers_total{{{PAY}}}{RATE}))",
                             "{{from_provider}} -> {{to_provider}}",
                         ),
                     ),
@@ -470,7 +472,7 @@ def rpc() -> dashboard.Dashboard:
                     "Calls by method",
                     (
                         T(
-                            f"sum by (provider, method) (rate(musdpay_rpc_request_duration_seconds_count{{{API},{prov}}}{RATE}))",
+                            f"sum by (provider, method) (rate(musdpay_rpc_request_duration_seconds_count{{{PAY},{prov}}}{RATE}))",
                             "{{provider}} {{method}}",
                         ),
                     ),
@@ -490,7 +492,7 @@ def rpc() -> dashboard.Dashboard:
                     (
                         T(f"musdpay_monitor_rpc_head_lag_blocks{{{MON},{prov}}}", "monitor {{provider}}"),
                         T(
-                            f"max by (provider) (musdpay_rpc_provider_head_lag_blocks{{{API},{prov}}})",
+                            f"max by (provider) (musdpay_rpc_provider_head_lag_blocks{{{PAY},{prov}}})",
                             "API {{provider}}",
                         ),
                     ),

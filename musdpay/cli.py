@@ -208,7 +208,8 @@ def alerts() -> None:
 @alerts.command("build")
 @click.option("--check", is_flag=True, help="Only report generated files that are out of date (exit 1 if any).")
 def alerts_build(check: bool) -> None:
-    """Generate alerts/generated/*.yml from alerts/slo.yml, alerts/rules/*.yml and alerts/thresholds.yml."""
+    """Generate alerts/generated/*.yml (and the Kubernetes PrometheusRule of deploy/k8s) from alerts/slo.yml,
+    alerts/rules/*.yml and alerts/thresholds.yml."""
     from alerts.build import BuildError, write
     from alerts.build import check as check_generated
 
@@ -217,10 +218,10 @@ def alerts_build(check: bool) -> None:
             stale = check_generated()
             if stale:
                 raise click.ClickException(f"out of date (run musdpay alerts build): {', '.join(stale)}")
-            click.echo("alerts/generated is up to date")
+            click.echo("alerts/generated and deploy/k8s/base/generated/prometheusrule.yaml are up to date")
             return
         for path in write():
-            click.echo(str(path))
+            click.echo(str(path.resolve()))
     except BuildError as exc:
         raise click.ClickException(str(exc)) from exc
 

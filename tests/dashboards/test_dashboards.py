@@ -82,4 +82,16 @@ def test_grafana_provisioning() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     grafana_volumes = compose["services"]["grafana"]["volumes"]
     assert f"./dashboards/json:{provider['options']['path']}:ro" in grafana_volumes
-    assert "./dashboards/provisioning:/etc/grafana/provisioning:ro" in grafana_volumes
+    assert "./dashboards/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro" in grafana_volumes
+    # Compose has datasources of its own (service names for hosts), with the uids the dashboards query, and the
+    # tracing backend the exemplars link to.
+    mount = "./deploy/compose/grafana/datasources:/etc/grafana/provisioning/datasources:ro"
+    assert mount in grafana_volumes
+    composed = {
+        source["uid"]: source
+        for path in sorted((ROOT / "deploy/compose/grafana/datasources").glob("*.yml"))
+        for source in yaml.safe_load(path.read_text())["datasources"]
+    }
+    assert composed["prometheus"]["type"] == "prometheus"
+    assert composed["prometheus"]["jsonData"] == prometheus["jsonData"]
+    assert composed["traces"]["type"] in {"jaeger", "tempo"}
