@@ -398,6 +398,16 @@ class Settings(BaseSettings):
     def _providers(cls, value: Any) -> Any:
         return _parse_providers(value)
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_driver(cls, value: str) -> str:
+        """`postgres://` and `postgresql://` (the URLs Railway, Heroku and CloudNativePG hand out) mean psycopg 3:
+        SQLAlchemy would pick psycopg2, which is not installed."""
+        for scheme in ("postgres://", "postgresql://"):
+            if value.startswith(scheme):
+                return "postgresql+psycopg://" + value.removeprefix(scheme)
+        return value
+
     @field_validator("jwt_keys", mode="before")
     @classmethod
     def _jwt_keys(cls, value: Any) -> Any:

@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from payment.core.config import Settings, SettingsError
+from payment.core.db import create_db_engine
+from tests.support.services import temporary_postgres_database
 
 
 def test_lists_come_comma_separated_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,3 +60,21 @@ def test_migrations_run_at_start_in_development_only_unless_told() -> None:
     assert Settings(environment="development").migrate_at_start
     assert not Settings(environment="production").migrate_at_start
     assert Settings(environment="production", auto_migrate=True).migrate_at_start
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scheme", ["postgresql://", "postgres://"])
+def test_a_plain_postgres_url_connects_with_psycopg_3(scheme: str) -> None:
+    # Railway's DATABASE_URL and CloudNativePG's `uri` say postgresql:// (Heroku's postgres://): they must work as
+    # given, not make SQLAlchemy reach for psycopg2, which is not installed.
+    with temporary_postgres_database() as url:
+        plain = scheme + url.split("://", 1)[1]
+        settings = Settings(database_url=plain)
+        assert settings.database_url == url
+        engine = create_db_engine(settings)
+        try:
+            with engine.connect() as connection:
+                assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        finally:
+            engine.dispose()
+    assert Settings(database_url="sqlite:///./x.sqlite").database_url == "sqlite:///./x.sqlite"
