@@ -165,6 +165,9 @@ def test_the_overlay_sets_its_namespace_environment_host_and_image(overlay: str)
             assert obj["metadata"]["namespace"] == namespace["metadata"]["name"], obj["metadata"]["name"]
     for workload in workloads(objects):
         for container in containers(workload):
+            if workload["metadata"]["name"] == "musdpay-redis":  # the one other image: pinned to a release
+                assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", container["image"]), container["image"]
+                continue
             assert container["image"].startswith(f"{IMAGE}:"), container["image"]
             assert env_of(container)["MUSDPAY_ENVIRONMENT"]["value"] == OVERLAYS[overlay].value
     ingress = named(objects, "Ingress", "musdpay-api")
@@ -201,14 +204,19 @@ def test_secrets_are_referenced_never_inlined(overlay: str) -> None:
             for name, item in env_of(container).items():
                 if name not in secret_vars or "value" not in item:
                     continue
-                # Only a database URL without credentials may be written out (libpq gets them from PGUSER and
-                # PGPASSWORD, themselves from a Secret).
-                assert name == "MUSDPAY_DATABASE_URL", f"{workload['metadata']['name']}: {name} is inlined"
+                # Only a URL without credentials may be written out: the database's (libpq gets them from PGUSER
+                # and PGPASSWORD, themselves from a Secret) and the Redis of the rate limits (no password: a
+                # NetworkPolicy admits the API pods only).
+                where = f"{workload['metadata']['name']}: {name} is inlined"
+                assert name in {"MUSDPAY_DATABASE_URL", "MUSDPAY_REDIS_URL"}, where
                 url = urlsplit(item["value"])
                 assert url.username is None
                 assert url.password is None
                 assert "password" not in url.query
-                assert "secretKeyRef" in env_of(container)["PGPASSWORD"]["valueFrom"]
+                if name == "MUSDPAY_DATABASE_URL":
+                    assert "secretKeyRef" in env_of(container)["PGPASSWORD"]["valueFrom"]
+                else:
+                    assert of_kind(objects, "NetworkPolicy"), "Redis without a password needs its NetworkPolicy"
             for item in container.get("envFrom", []):
                 assert "secretRef" in item or "configMapRef" in item
 
@@ -238,34 +246,39 @@ def test_every_referenced_secret_and_key_is_documented() -> None:
             assert f"`{key}`" in readme, f"deploy/k8s/README.md does not list {name}'s key {key}"
 
 
+# Workloads of other images: (their user, their only writable directories).
+_NOT_OURS = {"musdpay-redis": (999, {"/data"})}
+
+
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_every_container_runs_as_non_root_with_a_read_only_root(overlay: str) -> None:
     for workload in workloads(render(overlay)):
+        uid, writable_dirs = _NOT_OURS.get(workload["metadata"]["name"], (UID, {"/tmp", "/var/lib/musdpay"}))
         spec = pod_spec(workload)
         pod = spec.get("securityContext", {})
         assert spec.get("automountServiceAccountToken") is False, workload["metadata"]["name"]
         assert pod["runAsNonRoot"] is True
-        assert pod["runAsUser"] == UID
+        assert pod["runAsUser"] == uid
         assert pod["seccompProfile"]["type"] == "RuntimeDefault"
         mounts_of_volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
         for container in containers(workload):
             context = container["securityContext"]
             what = f"{workload['metadata']['name']}/{container['name']}"
             assert context.get("runAsNonRoot", pod.get("runAsNonRoot")) is True, what
-            assert context.get("runAsUser", pod.get("runAsUser")) == UID, what
+            assert context.get("runAsUser", pod.get("runAsUser")) == uid, what
             assert context["readOnlyRootFilesystem"] is True, what
             assert context["allowPrivilegeEscalation"] is False, what
             assert context["capabilities"]["drop"] == ["ALL"], what
             assert context.get("seccompProfile", pod["seccompProfile"])["type"] == "RuntimeDefault", what
             assert container["resources"]["requests"], what
             assert container["resources"]["limits"], what
-            # The only writable places: emptyDirs at /tmp and the image's state directory.
+            # The only writable places: emptyDirs (ours: /tmp and the image's state directory).
             writable = {
                 mount["mountPath"]
                 for mount in container.get("volumeMounts", [])
                 if "emptyDir" in mounts_of_volumes[mount["name"]]
             }
-            assert writable == {"/tmp", "/var/lib/musdpay"}, what
+            assert writable == writable_dirs, what
             for mount in container.get("volumeMounts", []):
                 if "emptyDir" not in mounts_of_volumes[mount["name"]]:
                     assert mount.get("readOnly") is True, f"{what}: {mount['mountPath']}"
@@ -359,6 +372,8 @@ def test_the_database_is_cloudnativepg_with_backups_and_the_pods_use_its_service
     (scheduled,) = of_kind(objects, "ScheduledBackup")
     assert scheduled["spec"]["cluster"]["name"] == name
     for workload in workloads(objects):
+        if workload["metadata"]["name"] in _NOT_OURS:
+            continue
         for container in containers(workload):
             env = env_of(container)
             assert urlsplit(env["MUSDPAY_DATABASE_URL"]["value"]).hostname == f"{name}-rw"
