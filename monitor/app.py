@@ -44,12 +44,12 @@ from monitor.probes.stripe import metric_labels as stripe_labels
 from monitor.probes.treasury import TreasuryProbe
 from monitor.scheduler import ProbeJob, ProbeScheduler
 from monitor.scheduler import metric_labels as scheduler_labels
-from payment.core.metrics_server import serve_metrics
 from payment.chain.client import ChainClient
 from payment.chain.pool import PoolPolicy, ProviderPool
 from payment.core.config import Settings
 from payment.core.db import create_db_engine, make_session_factory
 from payment.core.metrics import LabelSets, PaymentMetrics
+from payment.core.metrics_server import serve_metrics
 from payment.core.telemetry import Telemetry
 
 __all__ = ["Monitor", "run"]
