@@ -337,6 +337,166 @@ def db_upgrade(revision: str) -> None:
 
 
 @main.group()
+def pitr() -> None:
+    """PostgreSQL point-in-time recovery: WAL archiving, base backups, restore to a moment
+    (docs/runbooks/PointInTimeRecovery.md)."""
+
+
+_DEST = click.option("--dest", required=True, help="Archive destination: a directory or s3://bucket/prefix.")
+_S3_ENDPOINT = click.option(
+    "--s3-endpoint-url", default=None, help="S3-compatible endpoint (MinIO, moto); default: AWS S3 / boto3's own."
+)
+
+
+def _self_command() -> str:
+    """How PostgreSQL's archive/restore_command runs this same installation of musdpay."""
+    import shlex
+
+    return f"{shlex.quote(sys.executable)} -m musdpay"
+
+
+def _wal_command(verb: str, args: str, dest: str, endpoint: str | None, prefix: str | None) -> str:
+    import shlex
+
+    endpoint_flag = f" --s3-endpoint-url {shlex.quote(endpoint)}" if endpoint else ""
+    return f"{prefix or _self_command()} pitr {verb} {args} --dest {shlex.quote(dest)}{endpoint_flag}"
+
+
+@pitr.command("archive-wal")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("name")
+@_DEST
+@_S3_ENDPOINT
+def pitr_archive_wal(path: Path, name: str, dest: str, s3_endpoint_url: str | None) -> None:
+    """archive_command: store WAL file PATH (%p) as NAME (%f). Exit 1 unless it is stored; never overwrites a
+    different file of that name (the same one again succeeds)."""
+    from payment.backup.destinations import open_destination
+    from payment.backup.wal import archive_wal
+
+    try:
+        archive_wal(open_destination(dest, endpoint_url=s3_endpoint_url), path, name)
+    except Exception as exc:  # any failure must be a non-zero exit for PostgreSQL to keep the segment and retry
+        click.echo(f"archive-wal {name} failed: {exc}", err=True)
+        sys.exit(1)
+
+
+@pitr.command("restore-wal")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@_DEST
+@_S3_ENDPOINT
+def pitr_restore_wal(name: str, path: Path, dest: str, s3_endpoint_url: str | None) -> None:
+    """restore_command: write archived WAL file NAME (%f) to PATH (%p); exit 1 when it was never archived."""
+    from payment.backup.destinations import open_destination
+    from payment.backup.wal import restore_wal
+
+    try:
+        found = restore_wal(open_destination(dest, endpoint_url=s3_endpoint_url), name, path)
+    except Exception as exc:
+        click.echo(f"restore-wal {name} failed: {exc}", err=True)
+        sys.exit(2)
+    if not found:
+        sys.exit(1)  # PostgreSQL asks for files that may not exist: not an error to print
+
+
+@pitr.command("settings")
+@_DEST
+@_S3_ENDPOINT
+@click.option("--archive-timeout", type=click.IntRange(1), default=30, show_default=True, help="Seconds (RPO bound).")
+@click.option("--command", "prefix", default=None, help="How the server runs musdpay (default: this installation).")
+def pitr_settings(dest: str, s3_endpoint_url: str | None, archive_timeout: int, prefix: str | None) -> None:
+    """Print the postgresql.conf lines that archive WAL to DEST (restart PostgreSQL after adding them)."""
+    from payment.backup.pitr import archive_settings
+
+    command = _wal_command("archive-wal", "%p %f", dest, s3_endpoint_url, prefix)
+    for name, value in archive_settings(command, archive_timeout_seconds=archive_timeout).items():
+        click.echo(f"{name} = {value}")
+
+
+@pitr.command("base-backup")
+@_DEST
+@_S3_ENDPOINT
+@click.option("--database-url", default=None, help="Default: MUSDPAY_DATABASE_URL.")
+def pitr_base_backup(dest: str, s3_endpoint_url: str | None, database_url: str | None) -> None:
+    """Take a base backup (pg_basebackup, tar) to DEST, with backup.json (start, end, WAL range); prints its id
+    on the last line."""
+    from payment.backup.destinations import open_destination
+    from payment.backup.pitr import PitrError, take_base_backup
+    from payment.core.config import get_settings
+
+    try:
+        backup = take_base_backup(
+            open_destination(dest, endpoint_url=s3_endpoint_url), database_url or get_settings().database_url
+        )
+    except PitrError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"base backup {backup.start_wal}..{backup.end_wal}, {backup.size_bytes} bytes, ends {backup.end_time}")
+    click.echo(backup.id)
+
+
+@pitr.command("list")
+@_DEST
+@_S3_ENDPOINT
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+def pitr_list(dest: str, s3_endpoint_url: str | None, as_json: bool) -> None:
+    """Base backups and the recovery window (oldest and newest recoverable point) of DEST."""
+    from payment.backup.destinations import open_destination
+    from payment.backup.pitr import list_base_backups, recovery_window
+
+    destination = open_destination(dest, endpoint_url=s3_endpoint_url)
+    backups, window = list_base_backups(destination), recovery_window(destination)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "baseBackups": [json.loads(backup.to_json()) for backup in backups],
+                    "oldest": window.oldest.isoformat() if window.oldest else None,
+                    "newest": window.newest.isoformat() if window.newest else None,
+                    "newestSegment": window.newest_segment,
+                }
+            )
+        )
+        return
+    for backup in backups:
+        click.echo(f"{backup.id}  ends {backup.end_time.isoformat()}  {backup.start_wal}  {backup.size_bytes} bytes")
+    click.echo(f"recoverable from {window.oldest} to {window.newest} (segment {window.newest_segment})")
+
+
+@pitr.command("restore")
+@_DEST
+@_S3_ENDPOINT
+@click.option("--pgdata", type=click.Path(file_okay=False, path_type=Path), required=True, help="A new, empty dir.")
+@click.option("--target-time", required=True, help="ISO 8601 with a zone, e.g. 2026-12-04T10:00:00Z.")
+@click.option("--backup", "backup_id", default=None, help="A base backup id (default: the newest before the target).")
+@click.option("--command", "prefix", default=None, help="How the server runs musdpay (default: this installation).")
+def pitr_restore(
+    dest: str, s3_endpoint_url: str | None, pgdata: Path, target_time: str, backup_id: str | None, prefix: str | None
+) -> None:
+    """Lay out a base backup in PGDATA and configure recovery to TARGET-TIME (then `pg_ctl -D PGDATA start`:
+    it replays the archive and promotes itself at the target)."""
+    from datetime import datetime
+
+    from payment.backup.destinations import open_destination
+    from payment.backup.pitr import PitrError, restore_to_time
+
+    try:
+        target = datetime.fromisoformat(target_time.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("an ISO 8601 time, e.g. 2026-12-04T10:00:00Z", param_hint="--target-time") from None
+    try:
+        chosen = restore_to_time(
+            open_destination(dest, endpoint_url=s3_endpoint_url),
+            pgdata,
+            target,
+            restore_command=_wal_command("restore-wal", "%f %p", dest, s3_endpoint_url, prefix),
+            backup_id=backup_id,
+        )
+    except PitrError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"restored base backup {chosen.id} into {pgdata}; recovery to {target.isoformat()} on start")
+
+
+@main.group()
 def apikey() -> None:
     """API keys for servers and operators (`mpk_...`); only their hashes are stored."""
 
