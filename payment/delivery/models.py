@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from payment.core.db import Base, ExactDecimal, UTCDateTime
 
-__all__ = ["Delivery", "DeliveryTransaction", "TreasuryNonce", "WorkerLease"]
+__all__ = ["Delivery", "DeliveryTransaction", "RestoreMarker", "TreasuryNonce", "WorkerLease"]
 
 
 class Delivery(Base):
@@ -70,6 +70,22 @@ class TreasuryNonce(Base):
     address: Mapped[str] = mapped_column(String(42), primary_key=True)
     next_nonce: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RestoreMarker(Base):
+    """A database restore: written by the restore tool into the restored database (`recovery.record_restore`).
+
+    While one is unresolved the delivery worker sends nothing from the treasury: it first rebuilds, from the
+    chain, the deliveries the restore forgot (payment.delivery.recovery), then sets `resolved_at`.
+    """
+
+    __tablename__ = "restore_markers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    restored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    backup_id: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(Text, default="")
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
 
 class WorkerLease(Base):

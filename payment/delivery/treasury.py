@@ -18,7 +18,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from eth_abi.abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import HexStr
@@ -28,6 +27,7 @@ from payment.core.config import Settings
 from payment.core.faults import crash_point
 from payment.delivery import store
 from payment.delivery.chain import ChainAccess, from_units, to_units
+from payment.delivery.reference import encode_transfer
 from payment.delivery.status import DeliveryStatus
 from payment.delivery.store import Attempt, DueDelivery
 from payment.delivery.verify import Verdict, check_transfer
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RunDb = Callable[..., Awaitable[Any]]
 
-_TRANSFER_SELECTOR = bytes.fromhex("a9059cbb")  # transfer(address,uint256)
 # Broadcast answers that mean "the node has (had) it": go and look for the receipt instead of failing.
 _ALREADY_SENT = ("already known", "known transaction", "nonce too low", "underpriced", "already imported")
 
@@ -90,7 +89,8 @@ async def _check_limits(ctx: TreasuryContext, amount: Decimal) -> Hold | None:
 
 def _sign(ctx: TreasuryContext, delivery: DueDelivery, nonce: int, amount: Decimal, gas_price: int) -> Attempt:
     settings = ctx.settings
-    data = _TRANSFER_SELECTOR + encode(["address", "uint256"], [delivery.wallet_address, to_units(amount)])
+    # The session id rides after the arguments: the chain says which session this transfer paid (reference.py).
+    data = encode_transfer(delivery.wallet_address, to_units(amount), delivery.session_id)
     signed = ctx.account.sign_transaction(
         {
             "chainId": settings.chain_id,
