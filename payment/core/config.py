@@ -299,6 +299,10 @@ class Settings(BaseSettings):
     treasury_gas_limit: int = Field(default=100_000, ge=21_000)
     treasury_stuck_seconds: float = Field(default=60.0, gt=0)  # replace an unmined transfer after this
     treasury_fee_bump_percent: int = Field(default=25, ge=10, le=500)  # nodes require at least +10%
+    # After a restore (a restore marker, or the treasury's nonce on chain ahead of the database), treasury sends
+    # wait until the treasury's MUSD transfers are read back from the chain: from the block of the last transfer
+    # the database knows, and at least this many recent blocks (eth_getLogs in `ledger_log_chunk_blocks` chunks).
+    delivery_recovery_lookback_blocks: int = Field(default=50_000, ge=1)
 
     # Authentication: wallet sign-in (EIP-4361), access JWTs, refresh tokens and API keys; see docs/security.md.
     # No JWT key outside development refuses to start (the app, not these settings: `db upgrade` needs none).

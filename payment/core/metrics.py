@@ -231,6 +231,30 @@ class PaymentMetrics:
             registry=r,
         )
 
+        # After a database restore: treasury sends wait while deliveries are rebuilt from the chain (recovery.py).
+        self.delivery_recovery_in_progress = Gauge(
+            "delivery_recovery_in_progress",
+            "1 while the delivery worker refuses treasury sends until it has rebuilt deliveries from the chain "
+            "after a restore, else 0.",
+            namespace=NAMESPACE,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.delivery_recovered = Counter(
+            "delivery_recovered",
+            "Deliveries rebuilt from treasury transfers found on chain after a restore (each one not paid again).",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.delivery_recovery_discrepancies = Counter(
+            "delivery_recovery_discrepancies",
+            "Treasury transfers a recovery scan could not tie to a delivery, by kind (no_reference, "
+            "unknown_session, mismatch, paid_twice).",
+            ["kind"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+
         # Database pool saturation; the gauges are read from the pool at scrape time (PoolCollector).
         self.db_pool_wait = Histogram(
             "db_pool_wait_seconds",
