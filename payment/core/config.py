@@ -43,6 +43,7 @@ SECRET_FIELDS = (
     "jwt_keys",
     "redis_url",
     "database_url",
+    "backup_encryption_key",
 )
 
 # Values people paste from docs and forget to replace.
@@ -224,6 +225,12 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     database_echo: bool = False
     auto_migrate: bool | None = None  # None: migrate at start in development only
+
+    # Backups (payment/backup, docs/backups.md): the key is 32 bytes as 64 hex digits or base64.
+    backup_encryption_key: SecretStr | None = None
+    backup_s3_endpoint_url: str = ""  # an S3-compatible server (MinIO, moto); empty: AWS S3
+    backup_keep_daily: int = Field(default=30, ge=0)  # `musdpay backup prune`: newest backup of each recent day
+    backup_keep_monthly: int = Field(default=12, ge=0)  # ... and of each recent month
 
     stripe_secret_key: SecretStr | None = None
     stripe_api_base: str = ""  # empty: Stripe itself
@@ -440,7 +447,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: list[str]) -> list[str]:
         return [item.lower() for item in value]
 
-    @field_validator("stripe_secret_key", "treasury_key", mode="before")
+    @field_validator("stripe_secret_key", "treasury_key", "backup_encryption_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
