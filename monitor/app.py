@@ -10,8 +10,9 @@ on stdout (`{"metricsUrl": ..., "jobs": [...]}`), and a clean stop on SIGTERM or
 
 Which probes run: RPC (one job per provider of the payment settings), database (primary, and the replica when
 `database.replica_url` is set), payments and pipeline (from the database), Stripe (when a secret key is
-configured), treasury (when an address is configured or derivable from the treasury key) and re-verification
-(when enabled). Each kind can be switched off with `enabled: false`.
+configured), treasury (when an address is configured or derivable from the treasury key), re-verification
+and WAL archiving with the recovery window (`archiver`, when enabled with its archive destination). Each kind
+can be switched off with `enabled: false`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sqlalchemy import Engine
 from monitor.config import MonitorConfig
 from monitor.db import DbRunner, read_engine
 from monitor.metrics import MonitorMetrics
+from monitor.probes.archiver import ArchiverProbe
 from monitor.probes.database import DatabaseProbe
 from monitor.probes.database import metric_labels as database_labels
 from monitor.probes.payments import PaymentsProbe, PaymentsState
@@ -100,6 +102,10 @@ class Monitor:
                 replica = self._engine(config.database.replica_url.get_secret_value(), config.database.timeout, False)
                 jobs.append(DatabaseProbe("replica", replica, self.runner, config.database, m, replica=True).job())
                 labels.append(database_labels("replica", replica=True))
+
+        if config.archiver.enabled:
+            archiver_engine = self._engine(settings.database_url, config.archiver.timeout, pooled=False)
+            jobs.append(ArchiverProbe(archiver_engine, self.runner, config.archiver, m).job())
 
         payments = PaymentsState()
         if config.payments.enabled or config.pipeline.enabled:

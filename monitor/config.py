@@ -10,6 +10,7 @@
     pipeline: {interval_seconds: 30, stuck_processing_after_seconds: 1800, ...}
     treasury: {interval_seconds: 60, address: 0x...}
     reverify: {enabled: false, ...}
+    archiver: {enabled: false, interval_seconds: 60, destination: s3://bucket/prefix}   # PostgreSQL PITR
 
 Every string may reference secrets and variables, substituted after the YAML is parsed (so a value can never
 change the document's structure):
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from payment.core.config import Settings
 
 __all__ = [
+    "ArchiverConfig",
     "ConfigError",
     "DatabaseConfig",
     "JobConfig",
@@ -163,6 +165,21 @@ class DatabaseConfig(JobConfig):
     replica_url: SecretStr | None = None  # a read replica whose replay lag is measured
 
 
+class ArchiverConfig(JobConfig):
+    """PostgreSQL WAL archiving (pg_stat_archiver) and the archive's recovery window (point-in-time recovery)."""
+
+    enabled: bool = False  # needs the archive destination, the `--dest` of archive_command
+    interval_seconds: float = Field(default=60.0, gt=0)
+    destination: str | None = None  # a directory or s3://bucket/prefix
+    s3_endpoint_url: str | None = None  # an S3-compatible server (MinIO); default AWS S3
+
+    @model_validator(mode="after")
+    def _check_destination(self) -> ArchiverConfig:
+        if self.enabled and not self.destination:
+            raise ValueError("archiver.enabled needs archiver.destination (the --dest of archive_command)")
+        return self
+
+
 class PipelineConfig(JobConfig):
     interval_seconds: float = Field(default=30.0, gt=0)
     stuck_processing_after_seconds: float = Field(default=1800.0, gt=0)
@@ -203,6 +220,7 @@ class MonitorConfig(_Model):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     treasury: TreasuryConfig = Field(default_factory=TreasuryConfig)
     reverify: ReverifyConfig = Field(default_factory=ReverifyConfig)
+    archiver: ArchiverConfig = Field(default_factory=ArchiverConfig)
 
     @model_validator(mode="after")
     def _check_windows(self) -> MonitorConfig:

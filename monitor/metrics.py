@@ -226,6 +226,42 @@ class MonitorMetrics:
             "db_migrations_at_head", "1 if the schema is at the newest migration, else 0.", d
         )
 
+        # --- WAL archiving and the recovery window (point-in-time recovery; monitor/probes/archiver.py) ----------
+        self.wal_archiving_enabled = gauge(
+            "wal_archiving_enabled", "1 if the server has archive_mode on and an archive_command, else 0.", d
+        )
+        self.wal_archived_segments = gauge(
+            "wal_archived_segments", "WAL files archived since the statistics reset (pg_stat_archiver).", d
+        )
+        self.wal_archive_failures = gauge(
+            "wal_archive_failures", "Failed archive_command runs since the statistics reset (pg_stat_archiver).", d
+        )
+        self.wal_last_archived = gauge(
+            "wal_last_archived_timestamp_seconds", "Unix time the server last archived a WAL file.", d
+        )
+        self.wal_last_failed = gauge(
+            "wal_last_failed_timestamp_seconds", "Unix time archive_command last failed (0: never).", d
+        )
+        self.wal_written = gauge("wal_written_bytes", "Position of the server's WAL insert pointer, in bytes.", d)
+        self.wal_last_write = gauge(
+            "wal_last_write_timestamp_seconds",
+            "Unix time the monitor last saw WAL written (the insert pointer moved between two probes).",
+            d,
+        )
+        self.recovery_oldest = gauge(
+            "recovery_window_oldest_timestamp_seconds",
+            "Oldest point the archive can restore to: the end of its oldest complete base backup.",
+            d,
+        )
+        self.recovery_newest = gauge(
+            "recovery_window_newest_timestamp_seconds",
+            "Newest point the archive can restore to: when its newest WAL segment was archived.",
+            d,
+        )
+        self.recovery_base_backups = gauge(
+            "recovery_base_backups", "Complete base backups in the archive destination.", d
+        )
+
         # --- the payment pipeline ---------------------------------------------------------------------------------
         self.stuck_sessions = gauge(
             "pipeline_stuck_sessions", "Sessions in fulfillment_processing for longer than the threshold."
