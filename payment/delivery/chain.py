@@ -6,7 +6,7 @@ on this protocol only, so its rules are testable against any node.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -32,6 +32,10 @@ class ChainAccess(Protocol):
     async def erc20_balance(self, token: str, address: str) -> int: ...
 
     async def send_raw_transaction(self, raw_hex: str) -> str: ...
+
+    async def get_logs(
+        self, *, address: str, topics: list[str | None], from_block: int, to_block: int
+    ) -> Sequence[Mapping[str, Any]]: ...
 
 
 def as_int(value: Any) -> int:

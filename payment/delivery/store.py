@@ -19,6 +19,7 @@ from payment.onramp.models import OnrampSession
 __all__ = [
     "FAR_FUTURE",
     "Attempt",
+    "ChainAhead",
     "DueDelivery",
     "acquire_lease",
     "attempts_of",
@@ -145,6 +146,12 @@ def committed_today(factory: sessionmaker[Session], *, now: datetime) -> tuple[D
     return sum((a for a in today if a is not None), Decimal(0)), sum((a for a in in_flight if a), Decimal(0))
 
 
+class ChainAhead(Exception):
+    """The treasury's nonce on chain is ahead of every nonce the database reserved: transactions were sent that
+    the database does not know (it was restored, or the key was used elsewhere). Nothing may be sent until the
+    chain has been read back (payment.delivery.recovery)."""
+
+
 def reserve_nonce(
     factory: sessionmaker[Session],
     *,
@@ -153,12 +160,21 @@ def reserve_nonce(
     chain_pending_nonce: int,
     amount: Decimal,
     now: datetime,
+    refuse_if_chain_ahead: bool = False,
 ) -> int | None:
-    """Give the delivery the treasury's next nonce, in one transaction with its amount; None if it had one."""
+    """Give the delivery the treasury's next nonce, in one transaction with its amount; None if it had one.
+
+    `refuse_if_chain_ahead`: raise ChainAhead rather than reserve when the chain's pending nonce is past the
+    stored next nonce (our own sends are reserved here before they are signed, so only forgotten ones can be).
+    """
     with core_transaction(factory) as conn:
         current = conn.execute(
             select(NONCES.c.next_nonce).where(NONCES.c.address == address).with_for_update()
         ).scalar_one_or_none()
+        if refuse_if_chain_ahead and chain_pending_nonce > (current or 0):
+            raise ChainAhead(
+                f"the treasury's nonce on chain ({chain_pending_nonce}) is ahead of the database's ({current})"
+            )
         # The chain may be ahead (the key was used elsewhere); never behind what we reserved (unsent nonces).
         nonce = max(current if current is not None else 0, chain_pending_nonce)
         claimed = conn.execute(

@@ -162,7 +162,10 @@ def _with_hash(verdict: Verdict, tx_hash: str) -> Verdict:
 
 
 async def advance_treasury_delivery(ctx: TreasuryContext, delivery: DueDelivery) -> Verdict | Hold:
-    """Take one treasury delivery as far as it can go now; the caller records the outcome."""
+    """Take one treasury delivery as far as it can go now; the caller records the outcome.
+
+    Raises store.ChainAhead, having sent nothing, when the chain shows sends the database does not know.
+    """
     try:
         return await _advance(ctx, delivery)
     except _CannotPay as exc:
@@ -189,6 +192,7 @@ async def _advance(ctx: TreasuryContext, delivery: DueDelivery) -> Verdict | Hol
             chain_pending_nonce=chain_nonce,
             amount=amount,
             now=ctx.clock(),
+            refuse_if_chain_ahead=True,  # raises store.ChainAhead to the worker, which recovers first
         )
         if nonce is None:  # another worker reserved it meanwhile: take it up next round
             return Verdict(DeliveryStatus.pending, "another worker is sending this delivery")

@@ -27,6 +27,7 @@ from payment.core.metrics import LabelSets
 from payment.core.telemetry import Telemetry
 from payment.delivery import store
 from payment.delivery.chain import ChainAccess, to_units
+from payment.delivery.recovery import DISCREPANCY_KINDS, Recovery
 from payment.delivery.status import DeliveryStatus
 from payment.delivery.store import FAR_FUTURE, DueDelivery
 from payment.delivery.treasury import Hold, TreasuryContext, advance_treasury_delivery, treasury_account
@@ -50,6 +51,7 @@ def metric_labels(settings: Settings) -> LabelSets:
     return {
         "deliveries": [(mode, outcome.value) for outcome in RECORDED_OUTCOMES],
         "delivery_duration": [(mode,)],
+        "delivery_recovery_discrepancies": [(kind,) for kind in DISCREPANCY_KINDS],
     }
 
 
@@ -83,6 +85,23 @@ class DeliveryWorker:
         self._treasury = (
             TreasuryContext(settings, chain, run_db, factory, treasury_account(settings), clock)
             if settings.treasury_key is not None
+            else None
+        )
+        # Treasury sends wait for this gate after a restore (payment.delivery.recovery): wherever we hold the key.
+        self.recovery = (
+            Recovery(
+                chain=chain,
+                run_db=run_db,
+                factory=factory,
+                address=self._treasury.account.address,
+                musd_address=settings.musd_address,
+                lookback_blocks=settings.delivery_recovery_lookback_blocks,
+                chunk_blocks=settings.ledger_log_chunk_blocks,
+                confirmations=settings.delivery_confirmations,
+                metrics=telemetry.metrics,
+                clock=clock,
+            )
+            if self._treasury is not None
             else None
         )
 
@@ -119,14 +138,46 @@ class DeliveryWorker:
             except Exception:  # shutting down: the lease expires by itself
                 log.debug("could not release the delivery lease", exc_info=True)
 
-    async def run_once(self) -> int:
-        """One round over the due deliveries; returns how many were looked at."""
+    async def _due(self) -> list[DueDelivery]:
         due: list[DueDelivery] = await self.run_db(
             store.due_deliveries, factory=self.factory, now=self.clock(), limit=BATCH
         )
+        return due
+
+    async def _sends_allowed(self, due: list[DueDelivery]) -> bool:
+        """Whether treasury deliveries may be sent this round (the restore gate; recovering first if needed)."""
+        if self.recovery is None:
+            return True
+        treasury_due = any(d.mode == DeliveryMode.treasury.value for d in due)
+        if self.settings.delivery_mode is DeliveryMode.onramp and not treasury_due and not self.recovery.suspected:
+            # Onramp mode sends nothing (the local stack's Stripe emulator pays from this same account): a restore
+            # matters to it only for treasury rows left from treasury mode, checked when one is due.
+            return True
+        try:
+            return await self.recovery.ready(check_chain=treasury_due)
+        except RpcError as exc:  # nothing is sent without the answer
+            log.warning("delivery recovery check failed, treasury sends wait: %s", exc.kind)
+            return False
+
+    async def run_once(self) -> int:
+        """One round over the due deliveries; returns how many were looked at."""
+        due = await self._due()
+        recoveries = self.recovery.last if self.recovery is not None else None
+        allowed = await self._sends_allowed(due)
+        if self.recovery is not None and self.recovery.last is not recoveries:
+            due = await self._due()  # a recovery rebuilt rows: what is due has changed
+        if not allowed:
+            due = [d for d in due if d.mode != DeliveryMode.treasury.value]
         for delivery in due:
+            if delivery.mode == DeliveryMode.treasury.value and self.recovery is not None and self.recovery.suspected:
+                continue  # a send of this round found the chain ahead: the next round recovers first
             try:
                 await self._advance(delivery)
+            except store.ChainAhead as exc:
+                assert self.recovery is not None
+                self.recovery.suspected = True
+                log.warning("delivery %s not sent: %s", delivery.session_id, exc)
+                await self._save(delivery, Verdict(DeliveryStatus.pending, f"waiting for restore recovery: {exc}"))
             except RpcError as exc:
                 # Nothing is decided: the delivery keeps its status, says why, and is looked at again.
                 if exc.retryable or exc.kind in (RpcErrorKind.no_provider, RpcErrorKind.chain_id_mismatch):
