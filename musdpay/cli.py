@@ -336,6 +336,142 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at revision {current} (head {head})")
 
 
+# --- backups (payment/backup, docs/backups.md) ------------------------------------------------------------------
+
+_DEST = click.option(
+    "--dest", required=True, metavar="DEST", help="A directory, or s3://bucket/prefix (MUSDPAY_BACKUP_S3_ENDPOINT_URL)."
+)
+
+
+@main.group()
+def backup() -> None:
+    """Encrypted backups of the payment database (MUSDPAY_DATABASE_URL): create, list, verify, restore, prune."""
+
+
+@contextmanager
+def _backup_context(dest: str) -> Iterator[tuple[Any, Any, Any]]:
+    """(settings, destination, key); any backup failure becomes one line on stderr and exit status 1."""
+    from payment.backup.crypto import parse_key
+    from payment.backup.destinations import DestinationError, open_destination
+    from payment.backup.errors import BackupError
+    from payment.core.config import SettingsError, get_settings
+
+    try:
+        try:
+            settings = get_settings()
+        except (SettingsError, ValueError) as exc:
+            raise BackupError(f"invalid settings: {' '.join(str(exc).split())[:300]}") from None
+        if settings.backup_encryption_key is None:
+            raise BackupError(
+                "no backup key: set MUSDPAY_BACKUP_ENCRYPTION_KEY or MUSDPAY_BACKUP_ENCRYPTION_KEY_FILE "
+                "(32 bytes, base64 or hex: `openssl rand -base64 32`)"
+            )
+        key = parse_key(settings.backup_encryption_key.get_secret_value())
+        destination = open_destination(dest, endpoint_url=settings.backup_s3_endpoint_url or None)
+        yield settings, destination, key
+    except (BackupError, DestinationError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        # S3 (botocore) and driver errors: their class and message, never a traceback or a credential.
+        if type(exc).__module__.split(".")[0] not in {"botocore", "boto3", "s3transfer", "sqlalchemy", "psycopg"}:
+            raise
+        click.echo(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", err=True)
+        sys.exit(1)
+
+
+@backup.command("create")
+@_DEST
+def backup_create(dest: str) -> None:
+    """Back up the database now; prints the new backup's id on the last line."""
+    from payment.backup.service import create_backup
+
+    with _backup_context(dest) as (settings, destination, key):
+        manifest = create_backup(settings.database_url, destination, key)
+        rows = sum(manifest.tables.values())
+        click.echo(
+            f"backup of {manifest.database_kind} {manifest.database_name}: {manifest.size_bytes} bytes, "
+            f"{len(manifest.tables)} tables, {rows} rows, revision {manifest.schema_revision}"
+        )
+        click.echo(manifest.id)
+
+
+@backup.command("list")
+@_DEST
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+def backup_list(dest: str, as_json: bool) -> None:
+    """The backups in DEST, oldest first, each checked against the key (problems shown)."""
+    from payment.backup.service import list_backups
+
+    with _backup_context(dest) as (_, destination, key):
+        listed = list_backups(destination, key)
+        if as_json:
+            click.echo(json.dumps([item.to_json() for item in listed], indent=2))
+            return
+        for item in listed:
+            data = item.to_json()
+            if item.problem is not None:
+                click.echo(f"{item.id}  BROKEN  {item.problem}")
+                continue
+            verified = f"verified {data['verifiedAt']}" if data["verifiedAt"] else "not verified"
+            click.echo(
+                f"{item.id}  {data['database']}  {data['sizeBytes']} bytes  {data['rows']} rows  "
+                f"revision {data['schemaRevision']}  {verified}"
+            )
+
+
+@backup.command("verify")
+@click.argument("backup_id", metavar="ID")
+@_DEST
+def backup_verify(backup_id: str, dest: str) -> None:
+    """Restore ID into a scratch database (never the live one) and check checksums, row counts and revision."""
+    from payment.backup.service import verify_backup
+
+    with _backup_context(dest) as (settings, destination, key):
+        verified = verify_backup(backup_id, destination, key, database_url=settings.database_url)
+        head = "at head" if verified.at_head else "older than this release's head (restore migrates it)"
+        click.echo(f"backup {backup_id} verified: {sum(verified.manifest.tables.values())} rows, {head}")
+
+
+@backup.command("restore")
+@click.argument("backup_id", metavar="ID")
+@_DEST
+@click.option("--database-url", "database_url", required=True, help="The database to restore into (SQLAlchemy URL).")
+@click.option("--force", is_flag=True, help="Replace a database that already holds tables.")
+def backup_restore(backup_id: str, dest: str, database_url: str, force: bool) -> None:
+    """Restore ID into DATABASE_URL: restored and checked aside, migrated to head, then moved into place."""
+    from payment.backup.service import restore_backup
+
+    with _backup_context(dest) as (_, destination, key):
+        manifest = restore_backup(backup_id, destination, key, target_url=database_url, force=force)
+        click.echo(f"backup {manifest.id} restored: {sum(manifest.tables.values())} rows checked, schema at head")
+
+
+@backup.command("prune")
+@_DEST
+@click.option("--keep-daily", type=click.IntRange(min=0), default=None, help="Days kept (default: setting, 30).")
+@click.option("--keep-monthly", type=click.IntRange(min=0), default=None, help="Months kept (default: setting, 12).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+def backup_prune(dest: str, keep_daily: int | None, keep_monthly: int | None, dry_run: bool) -> None:
+    """Delete the backups the retention does not keep (the newest of each recent day and month are kept)."""
+    from payment.backup.service import prune_backups
+
+    with _backup_context(dest) as (settings, destination, key):
+        pruned = prune_backups(
+            destination,
+            key,
+            keep_daily=settings.backup_keep_daily if keep_daily is None else keep_daily,
+            keep_monthly=settings.backup_keep_monthly if keep_monthly is None else keep_monthly,
+            dry_run=dry_run,
+        )
+        verb = "would delete" if dry_run else "deleted"
+        for backup_id in pruned.deleted:
+            click.echo(f"{verb} {backup_id}")
+        for backup_id in pruned.skipped:
+            click.echo(f"left {backup_id} (unreadable: see `musdpay backup list`)", err=True)
+        click.echo(f"kept {len(pruned.kept)}, {verb} {len(pruned.deleted)}")
+
+
 @main.group()
 def pitr() -> None:
     """PostgreSQL point-in-time recovery: WAL archiving, base backups, restore to a moment
