@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psycopg
 
-__all__ = ["PitrCluster", "pg_bindir", "pitr_cluster", "server_musdpay_command", "server_user"]
+__all__ = ["PitrCluster", "pg_bindir", "pitr_cluster", "server_directory", "server_musdpay_command", "server_user"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,27 +176,37 @@ class PitrCluster:
             subprocess.run(command, capture_output=True, timeout=60, check=False)
 
 
+def server_directory() -> Path:
+    """A new temporary directory the server's user owns (for a cluster, its archive and restored siblings)."""
+    root = Path(tempfile.mkdtemp(prefix="musdpay-pitr-"))
+    user = server_user()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    return root
+
+
 @contextmanager
 def pitr_cluster(
+    root: Path | None = None,
     *,
     archive_command: str | None = None,
     archive_timeout_seconds: int = 30,
     wal_segsize_mb: int = 16,
     extra: dict[str, str] | None = None,
 ) -> Iterator[PitrCluster]:
-    """An initialised, started cluster archiving through `archive_command` (None: archiving off), in a new
-    temporary root (also the place for its archive directory and restored siblings); every server started in
-    it is stopped and the root removed afterwards. Callers check `pg_bindir()` first (tests: `require`)."""
+    """An initialised, started cluster archiving through `archive_command` (None: archiving off; or pass the
+    settings in `extra`), in `root` (default: a new server_directory(), also the place for its archive directory
+    and restored siblings); every server started in it is stopped and the root removed afterwards. Callers
+    check `pg_bindir()` first (tests: `require`)."""
     from tests.support.services import free_port
 
     bindir = pg_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not installed")
     user = server_user()
-    root = Path(tempfile.mkdtemp(prefix="musdpay-pitr-"))
+    root = root if root is not None else server_directory()
     cluster = PitrCluster(bindir, root, root / "data", free_port(), user)
-    cluster.chown(root)
-    started: list[PitrCluster] = [cluster]
     try:
         cluster.initdb(wal_segsize_mb=wal_segsize_mb)
         settings = {"fsync": "off", "max_wal_senders": "4", **(extra or {})}
@@ -208,8 +218,6 @@ def pitr_cluster(
         cluster.start()
         yield cluster
     finally:
-        for each in started:
-            each.cleanup()
         for path in root.iterdir():
             if path.is_dir() and (path / "PG_VERSION").exists():
                 PitrCluster(bindir, root, path, 0, user).cleanup()
