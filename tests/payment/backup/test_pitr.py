@@ -205,7 +205,9 @@ def test_probe_reports_a_failing_archive_command(root: Path) -> None:
             metrics = _probe(cluster, archive)
             return metrics if _value(metrics, "wal_archive_failures") > 0 else None
 
-        metrics = wait_until(failing, timeout=30, interval=0.5, what="archive_command failures in pg_stat_archiver")
+        found = wait_until(failing, timeout=30, interval=0.5, what="archive_command failures in pg_stat_archiver")
+        assert found is not None
+        metrics = found
         assert _value(metrics, "wal_last_failed_timestamp_seconds") > 0
         assert (
             metrics.registry.get_sample_value(
