@@ -23,7 +23,17 @@ from payment.onramp.models import OnrampSession, SessionStatusChange
 from payment.webhooks.models import WebhookEvent
 from tests.support.stack import Emulator, PaymentApi
 
-__all__ = ["ORDER", "Ledger", "Stopwatch", "compare_with_stripe", "create_sessions", "report", "stripe_events"]
+__all__ = [
+    "ORDER",
+    "SESSIONS",
+    "Ledger",
+    "Stopwatch",
+    "compare_with_stripe",
+    "create_sessions",
+    "report",
+    "stripe_events",
+    "wallet",
+]
 
 ORDER = ["initialized", "requires_payment", "fulfillment_processing", "fulfillment_complete"]
 SESSIONS = "/api/v1/onramp/sessions"
@@ -49,7 +59,8 @@ class Stopwatch:
 
 
 def wallet(index: int) -> str:
-    from eth_utils import to_checksum_address
+    """A distinct checksummed address per index (no key behind it: nothing is paid to it here)."""
+    from eth_utils.address import to_checksum_address
 
     return str(to_checksum_address(f"0x{0xC4A05 * 0x10000 + index:040x}"))
 
