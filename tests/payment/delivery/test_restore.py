@@ -88,7 +88,8 @@ def snapshot(rig: DeliveryRig, path: Path) -> Path:
         source, target = sqlite3.connect(str(rig.engine.url.database)), sqlite3.connect(path)
         with target:
             source.backup(target)
-        source.close(), target.close()
+        source.close()
+        target.close()
     else:
         subprocess.run([_pg_tool("pg_dump"), "-Fc", "-f", str(path), _libpq_url(rig)], check=True, timeout=60)
     return path
@@ -101,7 +102,8 @@ def restore(rig: DeliveryRig, path: Path) -> None:
         source, target = sqlite3.connect(path), sqlite3.connect(str(rig.engine.url.database))
         with target:
             source.backup(target)
-        source.close(), target.close()
+        source.close()
+        target.close()
     else:
         command = [_pg_tool("pg_restore"), "--clean", "--if-exists", "--single-transaction", "--no-owner"]
         subprocess.run([*command, "-d", _libpq_url(rig), str(path)], check=True, timeout=60)
