@@ -10,6 +10,7 @@
   the problems of a payload that is not Alertmanager's. Kept apart from what was received (one a minute).
 - `GET /api/heartbeat`: the last heartbeat, how many, and `stale` when none came within the window.
 - `GET /api/received[?kind=]`, `DELETE /api/received`: what was received (JSON), or forget it.
+- `GET /api/faults`, `PUT /api/faults` `{"slack": 500}`: make a receiver answer an error status (faults.py).
 - `GET /`: the same as a page, the heartbeat's state first; `GET /healthz`.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox.receivers.faults import FAILABLE, ReceiverFaults, ReceiverFaultsError
 from sandbox.receivers.formats import (
     validate_alertmanager_webhook,
     validate_discord,
@@ -31,10 +33,34 @@ from sandbox.receivers.formats import (
 from sandbox.receivers.heartbeat import HeartbeatStore
 from sandbox.receivers.store import KINDS, ReceivedStore
 
-__all__ = ["HEARTBEAT_KEY", "STORE_KEY", "build_app"]
+__all__ = ["FAULTS_KEY", "HEARTBEAT_KEY", "STORE_KEY", "build_app"]
 
 STORE_KEY = web.AppKey("store", ReceivedStore)
 HEARTBEAT_KEY = web.AppKey("heartbeat", HeartbeatStore)
+FAULTS_KEY = web.AppKey("faults", ReceiverFaults)
+
+
+@web.middleware
+async def _injected_failures(request: web.Request, handler: Any) -> web.StreamResponse:
+    # Before the receiver's own handler, so a refused request is not recorded as received.
+    kind = request.path.split("/", 2)[1] if request.method == "POST" else ""
+    if kind in FAILABLE and (status := request.app[FAULTS_KEY].refuse(kind)) is not None:
+        return web.json_response({"error": f"injected failure of the {kind} receiver"}, status=status)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+async def faults(request: web.Request) -> web.Response:
+    store = request.app[FAULTS_KEY]
+    if request.method == "PUT":
+        body, error = await _json_body(request)
+        try:
+            if error:
+                raise ReceiverFaultsError(error)
+            store.set(body)
+        except ReceiverFaultsError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(store.as_json())
 
 
 async def _json_body(request: web.Request) -> tuple[Any, str | None]:
@@ -166,10 +192,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(store: ReceivedStore, heartbeats: HeartbeatStore | None = None) -> web.Application:
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+def build_app(
+    store: ReceivedStore, heartbeats: HeartbeatStore | None = None, injected: ReceiverFaults | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[_injected_failures])
     app[STORE_KEY] = store
     app[HEARTBEAT_KEY] = heartbeats or HeartbeatStore()
+    app[FAULTS_KEY] = injected or ReceiverFaults()
     app.router.add_post("/slack/{path:.*}", slack)
     app.router.add_post("/discord/api/webhooks/{id}/{token}", discord)
     app.router.add_post("/pagerduty/v2/enqueue", pagerduty)
@@ -177,6 +206,8 @@ def build_app(store: ReceivedStore, heartbeats: HeartbeatStore | None = None) ->
     app.router.add_get("/api/heartbeat", heartbeat_state)
     app.router.add_get("/api/received", received)
     app.router.add_delete("/api/received", clear)
+    app.router.add_get("/api/faults", faults)
+    app.router.add_put("/api/faults", faults)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", page)
     return app

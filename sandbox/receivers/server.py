@@ -16,6 +16,7 @@ import httpx
 from aiohttp import web
 
 from sandbox.background import serve_until_signalled, serving_in_thread
+from sandbox.receivers.faults import ReceiverFaults
 from sandbox.receivers.heartbeat import DEFAULT_STALE_AFTER_SECONDS, HeartbeatState, HeartbeatStore
 from sandbox.receivers.http import build_app
 from sandbox.receivers.smtp import smtp_protocol_factory
@@ -40,11 +41,12 @@ class ReceiversServer:
         self.config = config
         self.store = store or ReceivedStore()
         self.heartbeats = HeartbeatStore(config.heartbeat_stale_after)
+        self.faults = ReceiverFaults()
         self.port = 0
         self.smtp_port = 0
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.store, self.heartbeats), access_log=None)
+        self._runner = web.AppRunner(build_app(self.store, self.heartbeats, self.faults), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -110,6 +112,20 @@ class RunningReceivers:
 
     def items(self, kind: str | None = None) -> list[Received]:
         return self.store.items(kind)
+
+    def set_faults(self, **fail: int) -> dict[str, Any]:
+        """PUT /api/faults: e.g. `set_faults(slack=500)` makes Slack answer 500; `set_faults()` heals."""
+        response = self._client.put("/api/faults", json=fail)
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def faults(self) -> dict[str, Any]:
+        """GET /api/faults: {"fail": {...}, "refused": {kind: requests refused}}."""
+        response = self._client.get("/api/faults")
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
 
     def clear(self) -> None:
         self._client.delete("/api/received").raise_for_status()
