@@ -22,17 +22,17 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.api import code_version, exact_command, machine, write_section  # noqa: E402
-from payment.backup.pitr import archive_settings  # noqa: E402
-from tests.support.pgpitr import pitr_cluster, server_directory, server_musdpay_command  # noqa: E402
-from tests.support.services import free_port  # noqa: E402
+from bench.api import code_version, exact_command, machine, write_section
+from payment.backup.pitr import archive_settings
+from tests.support.pgpitr import pitr_cluster, server_directory, server_musdpay_command
+from tests.support.services import free_port
 
 MARK_START = "<!-- bench:pitr:start -->"
 MARK_END = "<!-- bench:pitr:end -->"
@@ -199,6 +199,8 @@ def main() -> None:
     r = drill(args.sessions, args.write_seconds)
     ok_rpo = r["lost_before_target"] == 0 and float(r["archive_lag_seconds"]) < 60  # type: ignore[arg-type]
     ok_rto = float(r["rto_seconds"]) < 300  # type: ignore[arg-type]
+    lost = f"{r['lost_before_target']} of {r['before_target']:,}"
+    rpo = f"{r['archive_lag_seconds']:.1f} s ({r['rows_after_last_archive']} rows)"
     section = f"""{MARK_START}
 ## PostgreSQL point-in-time recovery drill (bench/pitr.py)
 
@@ -211,9 +213,9 @@ transaction at a time after the base backup; target 45 s before the crash (immed
 
 | measure | result | target |
 |---|---|---|
-| rows acknowledged before the target, missing after the restore | {r["lost_before_target"]} of {r["before_target"]:,} | 0 |
+| rows acknowledged before the target, missing after the restore | {lost} | 0 |
 | rows written after the target, restored anyway | {r["after_target_restored"]} | 0 |
-| RPO: crash minus the last archived segment | {r["archive_lag_seconds"]:.1f} s ({r["rows_after_last_archive"]} rows) | < 60 s {"met" if ok_rpo else "MISSED"} |
+| RPO: crash minus the last archived segment | {rpo} | < 60 s {"met" if ok_rpo else "MISSED"} |
 | crash to promoted (restore, replay, promotion) | {r["promoted_seconds"]:.1f} s | |
 | RTO: crash to the API's /readyz 200 | {r["rto_seconds"]:.1f} s | < 300 s {"met" if ok_rto else "MISSED"} |
 
