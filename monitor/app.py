@@ -11,7 +11,8 @@ on stdout (`{"metricsUrl": ..., "jobs": [...]}`), and a clean stop on SIGTERM or
 Which probes run: RPC (one job per provider of the payment settings), database (primary, and the replica when
 `database.replica_url` is set), payments and pipeline (from the database), Stripe (when a secret key is
 configured), treasury (when an address is configured or derivable from the treasury key), re-verification
-and WAL archiving with the recovery window (`archiver`, when enabled with its archive destination). Each kind
+and WAL archiving with the recovery window (`archiver`, when enabled with its archive destination), and
+scheduled backups with their verification (`backup`, when enabled with its `dest`). Each kind
 can be switched off with `enabled: false`.
 """
 
@@ -33,6 +34,8 @@ from monitor.config import MonitorConfig
 from monitor.db import DbRunner, read_engine
 from monitor.metrics import MonitorMetrics
 from monitor.probes.archiver import ArchiverProbe
+from monitor.probes.backup import BackupJob
+from monitor.probes.backup import metric_labels as backup_labels
 from monitor.probes.database import DatabaseProbe
 from monitor.probes.database import metric_labels as database_labels
 from monitor.probes.payments import PaymentsProbe, PaymentsState
@@ -106,6 +109,10 @@ class Monitor:
         if config.archiver.enabled:
             archiver_engine = self._engine(settings.database_url, config.archiver.timeout, pooled=False)
             jobs.append(ArchiverProbe(archiver_engine, self.runner, config.archiver, m).job())
+
+        if config.backup.enabled:  # scheduled backups, prune and verification (docs/backups.md)
+            jobs.append(BackupJob.build(settings, config.backup, self.runner, m).job())
+            labels.append(backup_labels())
 
         payments = PaymentsState()
         if config.payments.enabled or config.pipeline.enabled:

@@ -11,6 +11,7 @@
     treasury: {interval_seconds: 60, address: 0x...}
     reverify: {enabled: false, ...}
     archiver: {enabled: false, interval_seconds: 60, destination: s3://bucket/prefix}   # PostgreSQL PITR
+    backup:   {enabled: false, interval_seconds: 86400, dest: s3://bucket/prefix}       # docs/backups.md
 
 Every string may reference secrets and variables, substituted after the YAML is parsed (so a value can never
 change the document's structure):
@@ -40,6 +41,7 @@ from payment.core.config import Settings
 
 __all__ = [
     "ArchiverConfig",
+    "BackupConfig",
     "ConfigError",
     "DatabaseConfig",
     "JobConfig",
@@ -180,6 +182,39 @@ class ArchiverConfig(JobConfig):
         return self
 
 
+class BackupConfig(JobConfig):
+    """Scheduled `musdpay backup create`, `prune` after it, and `verify` of the newest backup (docs/backups.md).
+
+    The job looks at the destination every `check_interval_seconds` (so a restarted monitor neither backs up
+    again nor forgets the last backup's time) and backs up when the newest backup is `interval_seconds` old."""
+
+    enabled: bool = False
+    interval_seconds: float = Field(default=86400.0, gt=0)  # between backups
+    dest: str = ""  # a directory or s3://bucket/prefix (MUSDPAY_BACKUP_S3_ENDPOINT_URL for MinIO)
+    verify_interval_seconds: float = Field(default=86400.0, gt=0)  # between verifications of the newest backup
+    check_interval_seconds: float = Field(default=300.0, gt=0)  # how often the job looks
+    # One round (backup, prune and verify); default: an hour, or the check interval when longer.
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    keep_daily: int | None = Field(default=None, ge=0)  # default: the settings' (30)
+    keep_monthly: int | None = Field(default=None, ge=0)  # default: the settings' (12)
+
+    @model_validator(mode="after")
+    def _check_dest(self) -> BackupConfig:
+        if self.enabled and not self.dest:
+            raise ValueError("backup.enabled needs backup.dest (a directory or s3://bucket/prefix)")
+        return self
+
+    def schedule(self) -> JobConfig:
+        """The scheduler's timing: a run every check interval, each allowed the round's timeout."""
+        check = self.check_interval_seconds
+        return JobConfig(
+            interval_seconds=check,
+            jitter_seconds=self.jitter_seconds if self.jitter_seconds is not None else min(check * 0.1, 30.0),
+            timeout_seconds=self.timeout_seconds or max(3600.0, check),
+            misfire_grace_seconds=self.misfire_grace_seconds,
+        )
+
+
 class PipelineConfig(JobConfig):
     interval_seconds: float = Field(default=30.0, gt=0)
     stuck_processing_after_seconds: float = Field(default=1800.0, gt=0)
@@ -221,6 +256,7 @@ class MonitorConfig(_Model):
     treasury: TreasuryConfig = Field(default_factory=TreasuryConfig)
     reverify: ReverifyConfig = Field(default_factory=ReverifyConfig)
     archiver: ArchiverConfig = Field(default_factory=ArchiverConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
 
     @model_validator(mode="after")
     def _check_windows(self) -> MonitorConfig:

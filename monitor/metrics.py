@@ -309,6 +309,35 @@ class MonitorMetrics:
         )
         self.reverified = counter("reverified_deliveries_total", "Deliveries sent back to the chain check.")
 
+        # --- backups (monitor/probes/backup.py; docs/backups.md) ------------------------------------------------
+        # `musdpay_backup_*`, not `musdpay_monitor_*`: they describe the backups themselves (read back from the
+        # destination), which DatabaseBackupStale reads by these names whichever process made them.
+        def backup_gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, ("database",), namespace=NAMESPACE, subsystem="backup", registry=r)
+
+        def backup_counter(name: str, doc: str, labels: tuple[str, ...] = ("database",)) -> Counter:
+            return Counter(name, doc, labels, namespace=NAMESPACE, subsystem="backup", registry=r)
+
+        self.backup_last_success = backup_gauge(
+            "last_success_timestamp_seconds", "Unix time the newest complete backup in the destination was made."
+        )
+        self.backup_size = backup_gauge("size_bytes", "Size of the newest backup (compressed and encrypted).")
+        self.backup_duration = backup_gauge("duration_seconds", "How long the newest backup took to make.")
+        self.backup_count = backup_gauge("stored_backups", "Complete backups in the destination.")
+        self.backup_failures = backup_counter("failures", "Backups the monitor tried to make and could not.")
+        self.backup_runs = backup_counter(
+            "runs",
+            "Backup rounds by outcome (created, not_due, lock_held: another monitor's turn).",
+            ("database", "outcome"),
+        )
+        self.backup_pruned = backup_counter("pruned", "Backups deleted by the retention policy after a backup.")
+        self.backup_verify_last_success = backup_gauge(
+            "last_verify_success_timestamp_seconds", "Unix time a backup last passed verification (restored aside)."
+        )
+        self.backup_verify_failures = backup_counter(
+            "verify_failures", "Verifications (restore into a scratch database and checks) that failed."
+        )
+
     def initialise(self, *label_sets: LabelSets) -> None:
         """Create every series known in advance at 0 (once the probes are built: `Monitor` does it), so that
         `increase()` and `rate()` see the first event after a restart. Each probe module's `metric_labels` gives
