@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payment.delivery.status import DeliveryStatus
 from tests.payment.delivery.conftest import DeliveryRig, units
-from tests.support.services import ChildProcess, free_port, musdpay_command, start_process
+from tests.support.services import ChildProcess, free_port, musdpay_command, start_process, wait_http_ok
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("delivery_settings", [{"delivery_mode": "treasury"}])
@@ -84,6 +84,8 @@ def test_two_workers_at_once_pay_each_buyer_exactly_once(rig: DeliveryRig, tmp_p
     sessions = [rig.paid_session(f"{10 + i}.25") for i in range(6)]
     workers = [start_worker(rig, tmp_path, name) for name in ("first", "second")]
     try:
+        for worker in workers:  # both up (their /metrics answer) whichever gets the lease
+            wait_http_ok(f"http://127.0.0.1:{worker.env['MUSDPAY_DELIVERY_METRICS_PORT']}/metrics", worker)
         wait_until(
             lambda: all(rig.delivery(s.id).status == DeliveryStatus.verified for s in sessions),
             timeout=60,

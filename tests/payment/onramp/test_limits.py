@@ -52,11 +52,12 @@ def test_a_dapp_backend_creating_for_many_buyers_is_not_refused(
     buyers = 4 * PER_WALLET  # four times what one IP or one wallet may create in the period, from one IP
     statuses = [create(client, dapp, wallet(i)) for i in range(buyers)]
     assert statuses == [201] * buyers
-    # The headers speak of the tightest bucket the request was counted in: here the buyer's own.
+    # The headers speak of the tightest bucket the request was counted in: here the buyer's own (its second
+    # session; a token may have come back meanwhile on a slow machine, 30/60 being one every 2 s).
     answer = client.post(SESSIONS, json={"walletAddress": wallet(0), "sourceAmount": "5.00"}, headers=bearer(dapp))
     assert answer.status_code == 201
     assert answer.headers["RateLimit-Limit"] == str(PER_WALLET)
-    assert answer.headers["RateLimit-Remaining"] == str(PER_WALLET - 2)
+    assert int(answer.headers["RateLimit-Remaining"]) in {PER_WALLET - 2, PER_WALLET - 1}
 
 
 def test_one_abusive_buyer_is_stopped_through_the_dapp_and_on_its_own(

@@ -137,15 +137,21 @@ def test_quotes_are_rate_limited_per_client_like_session_creation(
     database_url: str, healthy: Emulator, factory: sessionmaker[Session]
 ) -> None:
     settings = make_settings(
-        database_url, stripe_api_base=healthy.url, stripe_secret_key=API_KEY, rate_limits="quote=2/60"
+        database_url, stripe_api_base=healthy.url, stripe_secret_key=API_KEY, rate_limits="quote=2/60,api_key=3/60"
     )
-    with TestClient(create_app(settings), raise_server_exceptions=False, headers=bearer(api_key(factory))) as client:
+    buyer = bearer(wallet_token(settings, WALLET))
+    with TestClient(create_app(settings), raise_server_exceptions=False, headers=buyer) as client:
         answers = [client.get(QUOTES, params={"sourceAmount": "10"}) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 429]
         assert answers[2].json()["type"] == "/problems/rate-limited"
         assert "retry-after" in answers[2].headers
         # Its own bucket: quoting does not use up the buyer's session creations.
         assert client.post(SESSIONS, json=VALID).status_code == 201
+    # A dApp's backend quotes for all its buyers: held to its key's ceiling, not to one client's quote rule.
+    dapp = bearer(api_key(factory))
+    with TestClient(create_app(settings), raise_server_exceptions=False, headers=dapp) as client:
+        answers = [client.get(QUOTES, params={"sourceAmount": "10"}) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
 
 
 def test_without_stripe_a_quote_is_503_not_configured(database_url: str, factory: sessionmaker[Session]) -> None:
