@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,16 +69,25 @@ def wallet(index: int) -> str:
 
 def create_sessions(api: PaymentApi, count: int, *, workers: int = 8, amount: str = "25.00") -> list[dict[str, Any]]:
     """`count` sessions through the API (each a real Stripe call to the emulator), `workers` at a time."""
+    local = threading.local()
+    clients: list[httpx.Client] = []
 
     def create(index: int) -> dict[str, Any]:
-        with api.client() as client:
-            answer = client.post(SESSIONS, json={"walletAddress": wallet(index), "sourceAmount": amount})
+        client = getattr(local, "client", None)
+        if client is None:  # one keep-alive client per worker: a new client per request costs more than the request
+            client = local.client = api.client()
+            clients.append(client)
+        answer = client.post(SESSIONS, json={"walletAddress": wallet(index), "sourceAmount": amount})
         assert answer.status_code == 201, answer.text
         body: dict[str, Any] = answer.json()
         return body
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(create, range(count)))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(create, range(count)))
+    finally:
+        for client in clients:
+            client.close()
 
 
 def stripe_events(emulator: Emulator) -> list[dict[str, Any]]:
