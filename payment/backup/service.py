@@ -17,7 +17,7 @@ written to the target, nor anything left behind, unless every check passed.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import platform
 import shutil
@@ -145,7 +145,13 @@ def create_backup(
         )
         manifest_path = work / MANIFEST
         manifest_path.write_bytes(seal_manifest(manifest, key))
-        destination.put(manifest_key(backup_id), manifest_path)
+        try:
+            destination.put(manifest_key(backup_id), manifest_path)
+        except BaseException:
+            # No manifest, no backup: take the file back too (prune would, later, if this fails as well).
+            with contextlib.suppress(Exception):
+                destination.delete(file_key)
+            raise
     log.info(
         "backup %s created: %d bytes, %d tables",
         backup_id,
@@ -489,7 +495,3 @@ def prune_backups(
             for name in sorted(owned, key=lambda name: name != manifest_key(backup_id)):
                 destination.delete(name)
     return Pruned(kept=sorted(kept), deleted=sorted(doomed), skipped=skipped)
-
-
-def manifest_summary(manifest: Manifest) -> str:
-    return json.dumps(manifest.to_json(), sort_keys=True)

@@ -29,6 +29,11 @@ def database_path(url: str) -> Path:
     return Path(database)
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection by URI (the path percent-encoded, so `?` or `#` in a name cannot change it)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+
+
 def open_engine(path: Path) -> Engine:
     return create_engine(f"sqlite:///{path}", poolclass=NullPool)
 
@@ -47,7 +52,7 @@ def snapshot(url: str, target: Path) -> Snapshot:
     source_path = database_path(url)
     if not source_path.is_file():
         raise BackupError(f"no SQLite database at {source_path} (MUSDPAY_DATABASE_URL)")
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
+    source = _read_only(source_path)
     try:
         copy = sqlite3.connect(target)
         try:
@@ -66,7 +71,7 @@ def is_empty(path: Path) -> bool:
     """True when there is no file, or it holds no table."""
     if not path.exists():
         return True
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection = _read_only(path)
     try:
         found = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
     except sqlite3.DatabaseError as exc:
@@ -77,7 +82,7 @@ def is_empty(path: Path) -> bool:
 
 
 def check_integrity(path: Path) -> None:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection = _read_only(path)
     try:
         result = connection.execute("PRAGMA integrity_check").fetchone()
     except sqlite3.DatabaseError as exc:
