@@ -131,8 +131,8 @@ def test_postgres_restarted_under_load_503_meanwhile_back_within_5s_nothing_ackn
             with Load(api) as load:
                 started = time.monotonic()
                 wait_until(lambda: load.created_since(started) >= 20, timeout=30, what="load before the outage")
+                down_at = time.monotonic()  # before the stop: refusals begin while pg_ctl is still stopping it
                 cluster.stop()
-                down_at = time.monotonic()
                 wait_until(lambda: load.refused_since(down_at) >= 10, timeout=30, what="refusals meanwhile")
                 wait_until(lambda: load.refused_over(down_at) >= OUTAGE_SECONDS, timeout=30, what="a long outage")
                 wait_until(lambda: load.not_ready_since(down_at), timeout=30, what="/readyz not ready")
