@@ -441,9 +441,15 @@ def backup_verify(backup_id: str, dest: str) -> None:
 def backup_restore(backup_id: str, dest: str, database_url: str, force: bool) -> None:
     """Restore ID into DATABASE_URL: restored and checked aside, migrated to head, then moved into place."""
     from payment.backup.service import restore_backup
+    from payment.delivery.recovery import record_restore
+
+    def mark(engine: Any, manifest: Any) -> None:
+        # In the restored database before it takes the target's place: the delivery worker rebuilds the
+        # deliveries from the chain before any treasury send (docs/delivery.md, After a restore).
+        record_restore(engine, backup_id=manifest.id, note=f"musdpay backup restore (made {manifest.created_at})")
 
     with _backup_context(dest) as (_, destination, key):
-        manifest = restore_backup(backup_id, destination, key, target_url=database_url, force=force)
+        manifest = restore_backup(backup_id, destination, key, target_url=database_url, force=force, on_restored=mark)
         click.echo(f"backup {manifest.id} restored: {sum(manifest.tables.values())} rows checked, schema at head")
 
 

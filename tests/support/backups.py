@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from payment.backup.crypto import parse_key
 from payment.backup.destinations import open_destination
-from payment.backup.manifest import Manifest
+from payment.backup.manifest import Manifest, id_time
 from payment.backup.service import create_backup
 from payment.core import migrations
 from payment.core.config import Settings
@@ -39,6 +39,7 @@ __all__ = [
     "files_of",
     "is_empty",
     "new_key",
+    "restore_markers",
     "round_trip",
     "run_backup",
     "scratch_databases",
@@ -125,6 +126,11 @@ def all_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
     finally:
         engine.dispose()
     return rows
+
+
+def restore_markers(rows: dict[str, list[tuple[Any, ...]]]) -> list[str]:
+    """The backup ids of the restore markers among `all_rows`' rows."""
+    return [value for row in rows.get("restore_markers", []) for value in row if id_time(value) is not None]
 
 
 def is_empty(url: str) -> bool:
@@ -259,6 +265,8 @@ def round_trip(database_url: str, target_url: str, dest: str, endpoint: str = ""
         database_url=database_url, key=key, endpoint_url=endpoint,
     )  # fmt: skip
     assert restored.code == 0, restored.stderr
-    assert all_rows(target_url) == source_rows
+    restored = all_rows(target_url)
+    assert restore_markers(restored) == [backup_id]  # the restore marked the database (payment.delivery.recovery)
+    assert restored == {**source_rows, "restore_markers": restored["restore_markers"]}
     assert _at_head(target_url)
     return backup_id

@@ -16,6 +16,7 @@ from tests.support.backups import (
     assert_refused,
     backed_up,
     is_empty,
+    restore_markers,
     scratch_databases,
     seed_payments,
     session_count,
@@ -37,7 +38,9 @@ def test_a_non_empty_target_needs_force(backed: Backed, target_url: str) -> None
     assert all_rows(target_url) == before
     forced = backed.run("restore", backed.manifest.id, "--database-url", target_url, "--force")
     assert forced.code == 0, forced.stderr
-    assert all_rows(target_url) == all_rows(backed.database_url)
+    restored = all_rows(target_url)
+    assert restore_markers(restored) == [backed.manifest.id]
+    assert restored == {**all_rows(backed.database_url), "restore_markers": restored["restore_markers"]}
     assert session_count(target_url) == 6
 
 
