@@ -481,7 +481,7 @@ def backup_prune(dest: str, keep_daily: int | None, keep_monthly: int | None, dr
 @main.group()
 def pitr() -> None:
     """PostgreSQL point-in-time recovery: WAL archiving, base backups, restore to a moment
-    (docs/runbooks/PointInTimeRecovery.md)."""
+    (docs/runbooks/procedures/PointInTimeRecovery.md)."""
 
 
 _DEST = click.option("--dest", required=True, help="Archive destination: a directory or s3://bucket/prefix.")

@@ -1,5 +1,5 @@
 """PostgreSQL point-in-time recovery: base backups, the archiving settings, the recovery window, and a restore to
-a moment. The procedure is docs/runbooks/PointInTimeRecovery.md; the commands are `musdpay pitr ...`.
+a moment. The procedure is docs/runbooks/procedures/PointInTimeRecovery.md; the commands are `musdpay pitr ...`.
 
     backup = take_base_backup(destination, "postgresql://postgres@db/musdpay")      # pg_basebackup, tar format
     window = recovery_window(destination)        # oldest and newest recoverable point
