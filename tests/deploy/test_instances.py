@@ -167,17 +167,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         yield Deployment(apis, delivers, monitors, emulator, prometheus, make_session_factory(engine))
 
 
-def _events(emulator: Emulator) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 100}
-    while True:
-        page = emulator.sdk().raw_request("get", "/v1/events", **params).data
-        found.extend(page["data"])
-        if not page["has_more"]:
-            return found
-        params["starting_after"] = page["data"][-1]["id"]
-
-
 def _deliver_to_both(apis: list[PaymentApi], event: dict[str, Any]) -> list[int]:
     """The same signed event to every instance at the same moment (a barrier releases the requests together)."""
     payload = json.dumps(event).encode()
@@ -218,7 +207,7 @@ def test_two_instances_agree_on_every_session_whatever_order_and_whichever_insta
             deployment.emulator.advance(session["stripeSessionId"], target)
 
     ours = {session["stripeSessionId"] for session in created}
-    events = [e for e in _events(deployment.emulator) if e["data"]["object"]["id"] in ours]
+    events = [e for e in deployment.emulator.events() if e["data"]["object"]["id"] in ours]
     assert len(events) >= len(TARGETS)
     random.Random(20261204).shuffle(events)  # seeded: a failure replays in the same order
     with ThreadPoolExecutor(max_workers=4) as pool:  # several events at once, each to both instances at once

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from payment.onramp.models import OnrampSession, SessionStatusChange
 from payment.webhooks.models import WebhookEvent
-from tests.support.stack import Emulator, PaymentApi
+from tests.support.stack import PaymentApi
 
 __all__ = [
     "ORDER",
@@ -33,7 +33,6 @@ __all__ = [
     "compare_with_stripe",
     "create_sessions",
     "report",
-    "stripe_events",
     "wallet",
 ]
 
@@ -88,18 +87,6 @@ def create_sessions(api: PaymentApi, count: int, *, workers: int = 8, amount: st
     finally:
         for client in clients:
             client.close()
-
-
-def stripe_events(emulator: Emulator) -> list[dict[str, Any]]:
-    """Every event the emulator created (List Events, all pages)."""
-    found: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 100}
-    while True:
-        page = emulator.sdk().raw_request("get", "/v1/events", **params).data
-        found.extend(page["data"])
-        if not page["has_more"]:
-            return found
-        params["starting_after"] = page["data"][-1]["id"]
 
 
 @dataclass

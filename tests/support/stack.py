@@ -45,10 +45,18 @@ class Emulator:
         return self.control("POST", f"/_sandbox/onramp_sessions/{stripe_session_id}/advance", {"status": status})
 
     def sessions(self) -> list[dict[str, Any]]:
+        """Every onramp session the emulator holds (its List API, all pages)."""
+        return self._all("/v1/crypto/onramp_sessions")
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the emulator created (List Events, all pages)."""
+        return self._all("/v1/events")
+
+    def _all(self, path: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         params: dict[str, Any] = {"limit": 100}
         while True:
-            page = self.sdk().raw_request("get", "/v1/crypto/onramp_sessions", **params).data
+            page = self.sdk().raw_request("get", path, **params).data
             found.extend(page["data"])
             if not page["has_more"]:
                 return found

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from payment.core.config import Settings
 from payment.core.db import create_db_engine, make_session_factory
 from payment.webhooks.models import WebhookEvent
-from tests.support.chaos import Stopwatch, compare_with_stripe, create_sessions, report, stripe_events
+from tests.support.chaos import Stopwatch, compare_with_stripe, create_sessions, report
 from tests.support.services import free_port
 from tests.support.stack import api_environment, running_emulator, start_api
 from tests.support.waiting import wait_until
@@ -106,7 +106,7 @@ def webhook_storm(tmp_path: Path, database_url: str) -> dict[str, object]:
             advancing.join(timeout=60)
             assert not advancing.is_alive(), "the emulator did not finish advancing the sessions"
             advanced_seconds = storm.elapsed()
-            events = [e for e in stripe_events(emulator) if e["type"] == "crypto.onramp_session_updated"]
+            events = [e for e in emulator.events() if e["type"] == "crypto.onramp_session_updated"]
 
             def delivered() -> bool:  # the emulator's retries are over: everything reached the API
                 return bool(emulator.control("GET", "/_sandbox/health")["pending_deliveries"] == 0)

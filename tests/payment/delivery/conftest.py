@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -33,6 +34,7 @@ from sandbox.chain.local import LocalChain, running_chain
 from sandbox.chain.musd import to_units
 from tests.payment.conftest import make_settings, seed_session
 from tests.sandbox.chain.support import require_anvil
+from tests.support.services import ChildProcess, free_port, musdpay_command, start_process
 
 T = TypeVar("T")
 
@@ -183,3 +185,23 @@ def rig(database_url: str, chain_params: dict[str, Any], delivery_settings: dict
 
 def unique_id() -> str:
     return uuid.uuid4().hex
+
+
+def start_worker(rig: DeliveryRig, tmp_path: Path, name: str, **extra: str) -> ChildProcess:
+    """`musdpay deliver` in treasury mode on the rig's database and chain, as its own process (its log in tmp_path),
+    with its /metrics on a free port (`env["MUSDPAY_DELIVERY_METRICS_PORT"]`)."""
+    env = {
+        "MUSDPAY_ENVIRONMENT": "test",
+        "MUSDPAY_DATABASE_URL": rig.settings.database_url,
+        "MUSDPAY_CHAIN_ID": str(rig.chain.chain_id),
+        "MUSDPAY_RPC_PROVIDERS": f"local={rig.chain.rpc_url}",
+        "MUSDPAY_MUSD_ADDRESS": rig.chain.musd_address,
+        "MUSDPAY_DELIVERY_MODE": "treasury",
+        "MUSDPAY_TREASURY_KEY": rig.chain.treasury_key,
+        "MUSDPAY_DELIVERY_POLL_SECONDS": "0.05",
+        "MUSDPAY_DELIVERY_LEASE_SECONDS": "1",
+        "MUSDPAY_LOG_FORMAT": "text",
+        "MUSDPAY_DELIVERY_METRICS_PORT": str(free_port()),
+        **extra,
+    }
+    return start_process(musdpay_command("deliver"), env=env, log_path=tmp_path / f"{name}.log")

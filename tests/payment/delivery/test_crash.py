@@ -11,29 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from payment.delivery.status import DeliveryStatus
-from tests.payment.delivery.conftest import DeliveryRig, units
-from tests.support.services import ChildProcess, free_port, musdpay_command, start_process, wait_http_ok
+from tests.payment.delivery.conftest import DeliveryRig, start_worker, units
+from tests.support.services import ChildProcess, wait_http_ok
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("delivery_settings", [{"delivery_mode": "treasury"}])
-
-
-def start_worker(rig: DeliveryRig, tmp_path: Path, name: str, **extra: str) -> ChildProcess:
-    env = {
-        "MUSDPAY_ENVIRONMENT": "test",
-        "MUSDPAY_DATABASE_URL": rig.settings.database_url,
-        "MUSDPAY_CHAIN_ID": str(rig.chain.chain_id),
-        "MUSDPAY_RPC_PROVIDERS": f"local={rig.chain.rpc_url}",
-        "MUSDPAY_MUSD_ADDRESS": rig.chain.musd_address,
-        "MUSDPAY_DELIVERY_MODE": "treasury",
-        "MUSDPAY_TREASURY_KEY": rig.chain.treasury_key,
-        "MUSDPAY_DELIVERY_POLL_SECONDS": "0.05",
-        "MUSDPAY_DELIVERY_LEASE_SECONDS": "1",
-        "MUSDPAY_LOG_FORMAT": "text",
-        "MUSDPAY_DELIVERY_METRICS_PORT": str(free_port()),
-        **extra,
-    }
-    return start_process(musdpay_command("deliver"), env=env, log_path=tmp_path / f"{name}.log")
 
 
 def _delivered(worker: ChildProcess) -> float:

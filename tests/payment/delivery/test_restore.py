@@ -34,8 +34,8 @@ from payment.ledgers.findings import Kind
 from payment.ledgers.service import build_context, check_ledgers
 from payment.onramp.models import OnrampSession
 from tests.payment.conftest import seed_session
-from tests.payment.delivery.conftest import DeliveryRig, new_wallet, units
-from tests.support.services import ChildProcess, free_port, musdpay_command, require, start_process
+from tests.payment.delivery.conftest import DeliveryRig, new_wallet, start_worker, units
+from tests.support.services import require
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -215,24 +215,6 @@ def test_a_restore_to_before_ten_sends_pays_nobody_twice(rig: DeliveryRig, tmp_p
     assert_paid_once(rig, [*sessions, extra], before)
     nonce = rig.delivery(extra.id).nonce
     assert nonce == rig.chain.w3.eth.get_transaction_count(rig.chain.treasury_address) - 1
-
-
-def start_worker(rig: DeliveryRig, tmp_path: Path, name: str, **extra: str) -> ChildProcess:
-    env = {
-        "MUSDPAY_ENVIRONMENT": "test",
-        "MUSDPAY_DATABASE_URL": rig.settings.database_url,
-        "MUSDPAY_CHAIN_ID": str(rig.chain.chain_id),
-        "MUSDPAY_RPC_PROVIDERS": f"local={rig.chain.rpc_url}",
-        "MUSDPAY_MUSD_ADDRESS": rig.chain.musd_address,
-        "MUSDPAY_DELIVERY_MODE": "treasury",
-        "MUSDPAY_TREASURY_KEY": rig.chain.treasury_key,
-        "MUSDPAY_DELIVERY_POLL_SECONDS": "0.05",
-        "MUSDPAY_DELIVERY_LEASE_SECONDS": "1",
-        "MUSDPAY_LOG_FORMAT": "text",
-        "MUSDPAY_DELIVERY_METRICS_PORT": str(free_port()),
-        **extra,
-    }
-    return start_process(musdpay_command("deliver"), env=env, log_path=tmp_path / f"{name}.log")
 
 
 @pytest.mark.parametrize("delivery_settings", TREASURY)
