@@ -31,7 +31,15 @@ from pathlib import Path
 
 import psycopg
 
-__all__ = ["PitrCluster", "pg_bindir", "pitr_cluster", "server_directory", "server_musdpay_command", "server_user"]
+__all__ = [
+    "PitrCluster",
+    "pg_bindir",
+    "pitr_cluster",
+    "server_directory",
+    "server_musdpay_command",
+    "server_user",
+    "switch_wal_and_wait_archived",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -222,3 +230,21 @@ def pitr_cluster(
             if path.is_dir() and (path / "PG_VERSION").exists():
                 PitrCluster(bindir, root, path, 0, user).cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def switch_wal_and_wait_archived(conninfo: str, *, timeout: float = 30.0) -> str:
+    """Close the current WAL segment and wait until the archiver stored it; its name. A restore to a target needs
+    the archive to hold WAL past the target (the first commit after it), or recovery ends before the target."""
+    from tests.support.waiting import wait_until
+
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        row = connection.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        segment = str(row[0])
+
+        def archived() -> bool:
+            done = connection.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return done is not None and done[0] is not None and str(done[0])[:24] >= segment
+
+        wait_until(archived, timeout=timeout, interval=0.1, what=f"WAL segment {segment} archived")
+    return segment
