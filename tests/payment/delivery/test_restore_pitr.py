@@ -159,12 +159,15 @@ def recover_and_check(
     assert forgotten == 10, f"the restored database remembers {len(sessions) - forgotten} verified deliveries, not 10"
     worker = start_worker(restored, tmp_path, "after-pitr")
     try:
-        wait_until(
-            lambda: _count(restored, VERIFIED) == len(sessions) and "delivery recovery finished" in worker.log(),
-            timeout=30,
-            interval=0.05,
-            what="every delivery rebuilt from the chain after the point-in-time restore",
-        )
+        try:
+            wait_until(
+                lambda: _count(restored, VERIFIED) == len(sessions) and "delivery recovery finished" in worker.log(),
+                timeout=30,
+                interval=0.05,
+                what="every delivery rebuilt from the chain after the point-in-time restore",
+            )
+        except AssertionError as exc:  # what the worker said is the diagnosis
+            raise AssertionError(f"{exc}\nworker log:\n{worker.log()[-4000:]}") from None
         assert metric(worker, "musdpay_delivery_recovered_total") == forgotten
         assert metric(worker, "musdpay_delivery_recovery_in_progress") == 0
         for kind in ("no_reference", "unknown_session", "mismatch", "paid_twice"):
