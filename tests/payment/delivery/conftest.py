@@ -15,19 +15,21 @@ from typing import Any, TypeVar
 import pytest
 from eth_account import Account
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from payment.chain.client import ChainClient
 from payment.chain.pool import ProviderPool
 from payment.core import migrations
 from payment.core.config import Settings
-from payment.core.db import create_db_engine, make_session_factory, run_db_on
+from payment.core.db import core_transaction, create_db_engine, make_session_factory, run_db_on
 from payment.core.metrics import PaymentMetrics
 from payment.core.statements import direct_transaction
 from payment.core.telemetry import Telemetry
 from payment.delivery.models import Delivery, DeliveryTransaction
 from payment.delivery.outbox import enqueue_delivery
+from payment.delivery.reference import decode_transfer
+from payment.delivery.status import DeliveryStatus
 from payment.delivery.worker import DeliveryWorker
 from payment.onramp.models import OnrampSession
 from sandbox.chain.local import LocalChain, running_chain
@@ -205,3 +207,54 @@ def start_worker(rig: DeliveryRig, tmp_path: Path, name: str, **extra: str) -> C
         **extra,
     }
     return start_process(musdpay_command("deliver"), env=env, log_path=tmp_path / f"{name}.log")
+
+
+def count_deliveries(rig: DeliveryRig, *where: Any) -> int:
+    with rig.factory() as db:
+        return db.scalar(select(func.count()).select_from(Delivery).where(*where)) or 0
+
+
+def unpaid_session(rig: DeliveryRig, amount: str) -> OnrampSession:
+    return seed_session(
+        rig.factory, status="fulfillment_processing", wallet_address=new_wallet(), destination_amount=Decimal(amount)
+    )
+
+
+def complete(rig: DeliveryRig, session: OnrampSession) -> bool:
+    """Stripe's fulfillment_complete applied to the session, then its delivery enqueued as the webhook path does;
+    True if that created the delivery."""
+    with core_transaction(rig.factory) as conn:
+        conn.execute(update(OnrampSession).where(OnrampSession.id == session.id).values(status="fulfillment_complete"))
+    session.status = "fulfillment_complete"
+    with direct_transaction(rig.factory) as conn:
+        return enqueue_delivery(
+            conn,
+            session,  # type: ignore[arg-type]  # the fields enqueue_delivery reads
+            mode=rig.settings.delivery_mode,
+            deadline_seconds=rig.settings.delivery_deadline_seconds,
+            now=rig.clock(),
+        )
+
+
+def treasury_transfers(rig: DeliveryRig) -> list[dict[str, Any]]:
+    """Every MUSD Transfer from the treasury on the whole chain: what the treasury really paid."""
+    musd = rig.chain.musd.contract
+    logs = musd.events.Transfer().get_logs(from_block=0, argument_filters={"from": rig.chain.treasury_address})
+    return [{**dict(log["args"]), "tx": log["transactionHash"].to_0x_hex()} for log in logs]
+
+
+def assert_paid_once(rig: DeliveryRig, sessions: list[OnrampSession], before: int) -> None:
+    transfers = treasury_transfers(rig)
+    assert len(transfers) == before + len(sessions), "the treasury paid a different number of transfers"
+    for session in sessions:
+        delivery = rig.delivery(session.id)
+        assert delivery.status == DeliveryStatus.verified, (session.id, delivery.status, delivery.reason)
+        paid = [t for t in transfers if t["to"] == session.wallet_address]
+        assert len(paid) == 1, f"session {session.id} was paid {len(paid)} times"
+        assert paid[0]["value"] == units(str(session.destination_amount))
+        assert delivery.tx_hash == paid[0]["tx"]
+        # The chain itself names the session this transfer paid.
+        tx = rig.chain.w3.eth.get_transaction(paid[0]["tx"])
+        call = decode_transfer(tx["input"])
+        assert call is not None
+        assert call.session_id == session.id

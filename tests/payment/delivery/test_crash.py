@@ -75,8 +75,8 @@ def test_two_workers_at_once_pay_each_buyer_exactly_once(rig: DeliveryRig, tmp_p
         )
         assert sum(_delivered(worker) for worker in workers) == len(sessions)  # each counted by one of them
     finally:
-        for worker in workers:
-            assert worker.stop() == 0, worker.log()
+        codes = [worker.stop() for worker in workers]  # every one stopped before any assertion
+        assert codes == [0, 0], [worker.log() for worker in workers]
     for session in sessions:
         assert len(rig.transfers_to(session.wallet_address)) == 1
         assert rig.chain.musd_balance(session.wallet_address) == units(str(session.destination_amount))

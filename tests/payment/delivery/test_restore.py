@@ -16,25 +16,29 @@ import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from payment.core.db import core_transaction
-from payment.core.statements import direct_transaction
 from payment.delivery.models import Delivery, RestoreMarker
-from payment.delivery.outbox import enqueue_delivery
 from payment.delivery.recovery import record_restore
 from payment.delivery.reference import decode_transfer, encode_transfer
 from payment.delivery.status import DeliveryStatus
 from payment.ledgers.findings import Kind
 from payment.ledgers.service import build_context, check_ledgers
-from payment.onramp.models import OnrampSession
-from tests.payment.conftest import seed_session
-from tests.payment.delivery.conftest import DeliveryRig, new_wallet, start_worker, units
+from tests.payment.delivery.conftest import (
+    DeliveryRig,
+    assert_paid_once,
+    complete,
+    count_deliveries,
+    new_wallet,
+    start_worker,
+    treasury_transfers,
+    units,
+    unpaid_session,
+)
 from tests.support.services import require
 from tests.support.waiting import wait_until
 
@@ -115,61 +119,10 @@ def deliver(rig: DeliveryRig, **overrides: Any) -> None:
     worker = rig.worker(**overrides)
     rig.run(worker.run_once())
     deadline = time.monotonic() + 30
-    while _count(rig, Delivery.status == DeliveryStatus.pending.value):
+    while count_deliveries(rig, Delivery.status == DeliveryStatus.pending.value):
         assert time.monotonic() < deadline, "a delivery was still pending after 30 s of worker rounds"
         rig.clock.advance(rig.settings.delivery_retry_max_seconds)
         rig.run(worker.run_once())
-
-
-def _count(rig: DeliveryRig, *where: Any) -> int:
-    with rig.factory() as db:
-        return db.scalar(select(func.count()).select_from(Delivery).where(*where)) or 0
-
-
-def unpaid_session(rig: DeliveryRig, amount: str) -> OnrampSession:
-    return seed_session(
-        rig.factory, status="fulfillment_processing", wallet_address=new_wallet(), destination_amount=Decimal(amount)
-    )
-
-
-def complete(rig: DeliveryRig, session: OnrampSession) -> bool:
-    """Stripe's fulfillment_complete applied to the session, then its delivery enqueued as the webhook path does;
-    True if that created the delivery."""
-    with core_transaction(rig.factory) as conn:
-        conn.execute(update(OnrampSession).where(OnrampSession.id == session.id).values(status="fulfillment_complete"))
-    session.status = "fulfillment_complete"
-    with direct_transaction(rig.factory) as conn:
-        return enqueue_delivery(
-            conn,
-            session,  # type: ignore[arg-type]  # the fields enqueue_delivery reads
-            mode=rig.settings.delivery_mode,
-            deadline_seconds=rig.settings.delivery_deadline_seconds,
-            now=rig.clock(),
-        )
-
-
-def treasury_transfers(rig: DeliveryRig) -> list[dict[str, Any]]:
-    """Every MUSD Transfer from the treasury on the whole chain: what the treasury really paid."""
-    musd = rig.chain.musd.contract
-    logs = musd.events.Transfer().get_logs(from_block=0, argument_filters={"from": rig.chain.treasury_address})
-    return [{**dict(log["args"]), "tx": log["transactionHash"].to_0x_hex()} for log in logs]
-
-
-def assert_paid_once(rig: DeliveryRig, sessions: list[OnrampSession], before: int) -> None:
-    transfers = treasury_transfers(rig)
-    assert len(transfers) == before + len(sessions), "the treasury paid a different number of transfers"
-    for session in sessions:
-        delivery = rig.delivery(session.id)
-        assert delivery.status == DeliveryStatus.verified, (session.id, delivery.status, delivery.reason)
-        paid = [t for t in transfers if t["to"] == session.wallet_address]
-        assert len(paid) == 1, f"session {session.id} was paid {len(paid)} times"
-        assert paid[0]["value"] == units(str(session.destination_amount))
-        assert delivery.tx_hash == paid[0]["tx"]
-        # The chain itself names the session this transfer paid.
-        tx = rig.chain.w3.eth.get_transaction(paid[0]["tx"])
-        call = decode_transfer(tx["input"])
-        assert call is not None
-        assert call.session_id == session.id
 
 
 # --- the restore -------------------------------------------------------------------------------------------------
@@ -181,7 +134,7 @@ def test_a_restore_to_before_ten_sends_pays_nobody_twice(rig: DeliveryRig, tmp_p
     before = len(treasury_transfers(rig))
     first = [rig.paid_session(f"{10 + i}.25") for i in range(10)]
     deliver(rig)
-    assert _count(rig, Delivery.status == DeliveryStatus.verified.value) == 10
+    assert count_deliveries(rig, Delivery.status == DeliveryStatus.verified.value) == 10
     # At the backup: five more paid (their deliveries due, not sent yet), five not paid yet (no delivery row).
     due = [rig.paid_session(f"{30 + i}.5") for i in range(5)]
     later = [unpaid_session(rig, f"{40 + i}.75") for i in range(5)]
@@ -193,7 +146,7 @@ def test_a_restore_to_before_ten_sends_pays_nobody_twice(rig: DeliveryRig, tmp_p
     assert_paid_once(rig, sessions, before)
 
     restore(rig, backup)
-    assert _count(rig, Delivery.status == DeliveryStatus.verified.value) == 10  # the restore forgot ten sends
+    assert count_deliveries(rig, Delivery.status == DeliveryStatus.verified.value) == 10  # the restore forgot ten sends
     if announced:
         record_restore(rig.engine, backup_id="test-backup", note="restored by the test")
     deliver(rig)
@@ -236,7 +189,7 @@ def test_a_point_in_time_restore_between_reserve_and_broadcast_pays_nobody_twice
         wait_until(lambda: not crashing.alive(), timeout=30, what=f"the worker to die at {point}")
     finally:
         crashing.kill()
-    assert _count(rig, Delivery.nonce.is_not(None), Delivery.status == DeliveryStatus.pending.value) == 1
+    assert count_deliveries(rig, Delivery.nonce.is_not(None), Delivery.status == DeliveryStatus.pending.value) == 1
     backup = snapshot(rig, tmp_path / "pitr")
     deliver(rig)  # history goes on: the reserved transfer is sent and mined, and the other nine
     sessions = [*first, *rest]
@@ -246,7 +199,7 @@ def test_a_point_in_time_restore_between_reserve_and_broadcast_pays_nobody_twice
     worker = start_worker(rig, tmp_path, "after-restore")
     try:
         wait_until(
-            lambda: _count(rig, Delivery.status == DeliveryStatus.verified.value) == 20,
+            lambda: count_deliveries(rig, Delivery.status == DeliveryStatus.verified.value) == 20,
             timeout=30,
             what="every delivery verified after the point-in-time restore",
         )

@@ -30,8 +30,15 @@ from payment.delivery.models import Delivery
 from payment.delivery.recovery import open_markers
 from payment.delivery.status import DeliveryStatus
 from payment.onramp.models import OnrampSession
-from tests.payment.delivery.conftest import DeliveryRig, start_worker
-from tests.payment.delivery.test_restore import _count, assert_paid_once, complete, treasury_transfers, unpaid_session
+from tests.payment.delivery.conftest import (
+    DeliveryRig,
+    assert_paid_once,
+    complete,
+    count_deliveries,
+    start_worker,
+    treasury_transfers,
+    unpaid_session,
+)
 from tests.support.pgpitr import (
     PitrCluster,
     pg_bindir,
@@ -155,13 +162,16 @@ def recover_and_check(
     """A fresh worker on the restored database, with no restore marker: it must find the restore by the nonce,
     rebuild every forgotten delivery from the chain, pay nobody again, then send the next one at the next nonce."""
     assert open_markers(restored.factory) == []  # a real PITR announces nothing
-    forgotten = len(sessions) - _count(restored, VERIFIED)
+    forgotten = len(sessions) - count_deliveries(restored, VERIFIED)
     assert forgotten == 10, f"the restored database remembers {len(sessions) - forgotten} verified deliveries, not 10"
     worker = start_worker(restored, tmp_path, "after-pitr")
     try:
         try:
             wait_until(
-                lambda: _count(restored, VERIFIED) == len(sessions) and "delivery recovery finished" in worker.log(),
+                lambda: (
+                    count_deliveries(restored, VERIFIED) == len(sessions)
+                    and "delivery recovery finished" in worker.log()
+                ),
                 timeout=30,
                 interval=0.05,
                 what="every delivery rebuilt from the chain after the point-in-time restore",
@@ -194,20 +204,20 @@ def test_a_point_in_time_restore_to_after_ten_sends_pays_nobody_twice(
     before, first_nonce = len(treasury_transfers(rig)), nonce(rig)
     backup_id = base_backup(pitr)
     first = [rig.paid_session(f"{10 + i}.25") for i in range(10)]
-    deliver_with_worker(rig, tmp_path, "first", lambda: _count(rig, VERIFIED) == 10)
+    deliver_with_worker(rig, tmp_path, "first", lambda: count_deliveries(rig, VERIFIED) == 10)
     # At the target: five more paid (deliveries due, not sent yet), five not paid yet (no delivery row).
     due = [rig.paid_session(f"{30 + i}.5") for i in range(5)]
     later = [unpaid_session(rig, f"{40 + i}.75") for i in range(5)]
     target = target_now()
     for session in later:
         assert complete(rig, session)
-    deliver_with_worker(rig, tmp_path, "second", lambda: _count(rig, VERIFIED) == 20)
+    deliver_with_worker(rig, tmp_path, "second", lambda: count_deliveries(rig, VERIFIED) == 20)
     sessions = [*first, *due, *later]
     assert_paid_once(rig, sessions, before)
 
     with restored_at(rig, pitr, target, backup_id) as restored:
-        assert _count(restored, PENDING) == 5  # the five due are due again; the five later have no delivery
-        assert _count(restored) == 15
+        assert count_deliveries(restored, PENDING) == 5  # the five due are due again; the five later have no delivery
+        assert count_deliveries(restored) == 15
         recover_and_check(restored, tmp_path, sessions, before=before, first_nonce=first_nonce)
 
 
@@ -217,7 +227,7 @@ def test_a_point_in_time_restore_between_reserve_and_broadcast_pays_nobody_twice
     before, first_nonce = len(treasury_transfers(rig)), nonce(rig)
     backup_id = base_backup(pitr)
     first = [rig.paid_session(f"{10 + i}.25") for i in range(10)]
-    deliver_with_worker(rig, tmp_path, "first", lambda: _count(rig, VERIFIED) == 10)
+    deliver_with_worker(rig, tmp_path, "first", lambda: count_deliveries(rig, VERIFIED) == 10)
     rest = [rig.paid_session(f"{30 + i}.5") for i in range(10)]
     # The target: `musdpay deliver` died right after the database reserved a nonce, before anything was broadcast.
     crashing = start_worker(rig, tmp_path, "crashing", MUSDPAY_CRASH_POINTS="treasury_after_reserve")
@@ -225,15 +235,15 @@ def test_a_point_in_time_restore_between_reserve_and_broadcast_pays_nobody_twice
         wait_until(lambda: not crashing.alive(), timeout=30, what="the worker to die at treasury_after_reserve")
     finally:
         crashing.kill()
-    assert _count(rig, Delivery.nonce.is_not(None), PENDING) == 1
+    assert count_deliveries(rig, Delivery.nonce.is_not(None), PENDING) == 1
     assert nonce(rig) == first_nonce + 10  # reserved in the database only
     target = target_now()
-    deliver_with_worker(rig, tmp_path, "second", lambda: _count(rig, VERIFIED) == 20)
+    deliver_with_worker(rig, tmp_path, "second", lambda: count_deliveries(rig, VERIFIED) == 20)
     sessions = [*first, *rest]
     assert_paid_once(rig, sessions, before)
 
     with restored_at(rig, pitr, target, backup_id) as restored:
         # Back to the reserved-but-unsent moment, while that transfer (and nine more) is on chain.
-        assert _count(restored, Delivery.nonce.is_not(None), PENDING) == 1
-        assert _count(restored, PENDING) == 10
+        assert count_deliveries(restored, Delivery.nonce.is_not(None), PENDING) == 1
+        assert count_deliveries(restored, PENDING) == 10
         recover_and_check(restored, tmp_path, sessions, before=before, first_nonce=first_nonce)
