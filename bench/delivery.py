@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -113,7 +114,7 @@ def _paid_sessions(
     mode = settings.delivery_mode.value
     rows = [
         OnrampSession(
-            id=f"bench-{mode}-{index:06d}",
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"musdpay-bench-{mode}-{index}")),  # on chain: a UUID
             stripe_session_id=f"cos_bench_{mode}_{index:06d}",
             status="fulfillment_complete",
             livemode=False,

@@ -45,6 +45,7 @@ _SECRET_CASES: dict[str, tuple[str, Any]] = {
     ),
     "redis_url": ("redis://:p4ss@127.0.0.1:6379/0", lambda s: s.redis_url.get_secret_value()),
     "database_url": ("postgresql+psycopg://app:pw@db.internal/musdpay", lambda s: s.database_url),
+    "backup_encryption_key": ("cd" * 32, lambda s: s.backup_encryption_key.get_secret_value()),
 }
 _EXPECTED: dict[str, Any] = {
     "stripe_secret_key": "sk_test_fromfile_51Hx",
@@ -54,6 +55,7 @@ _EXPECTED: dict[str, Any] = {
     "jwt_keys": [("k1", "0123456789abcdef0123456789abcdef"), ("k0", "fedcba9876543210fedcba9876543210")],
     "redis_url": "redis://:p4ss@127.0.0.1:6379/0",
     "database_url": "postgresql+psycopg://app:pw@db.internal/musdpay",
+    "backup_encryption_key": "cd" * 32,
 }
 
 
