@@ -8,7 +8,7 @@ and from the archive destination (payment.backup.pitr): the complete base backup
 the oldest recoverable point) and `wal-latest.json` (when the newest segment was archived: the newest point).
 
 A failing archive_command keeps every segment on the primary's disk (pg_wal grows until it fills) and stops
-the newest recoverable point: DatabaseWalArchivingFailing and DatabaseRecoveryWindowTooShort read these gauges.
+the newest recoverable point: WalArchivingFailing and RecoveryWindowTooShort read these gauges.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class ArchiverProbe:
         m.recovery_base_backups.labels(TARGET).set(window.base_backups)
         if window.oldest is not None:
             m.recovery_oldest.labels(TARGET).set(window.oldest.timestamp())
-        else:  # every base backup pruned or lost: no oldest point (DatabaseRecoveryWindowTooShort reads the count)
+        else:  # every base backup pruned or lost: no oldest point (RecoveryWindowTooShort reads the count)
             remove_series(m.recovery_oldest, TARGET)
         if window.newest is not None:
             m.recovery_newest.labels(TARGET).set(window.newest.timestamp())

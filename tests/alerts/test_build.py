@@ -50,7 +50,7 @@ def test_every_alert_is_complete_and_links_to_its_runbook_and_dashboard() -> Non
         names.add(name)
         # Watchdog keeps the name every dead man's switch integration knows it by (kube-prometheus's).
         assert name == WATCHDOG or re.fullmatch(
-            r"(PaymentApi|Rpc|Stripe|Onramp|Payments|Treasury|Ledger|Database|Monitor)[A-Za-z]+", name
+            r"(PaymentApi|Rpc|Stripe|Onramp|Payments|Treasury|Ledger|Database|Wal|Recovery|Monitor)[A-Za-z]+", name
         )
         assert "for" in rule, name
         assert rule["labels"]["severity"] in SEVERITIES or (name, rule["labels"]["severity"]) == (WATCHDOG, "none")
