@@ -19,6 +19,7 @@ import os
 import pwd
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -68,6 +69,11 @@ def server_musdpay_command() -> str:
     python = f"/usr/bin/python{version}"
     site = sysconfig.get_paths()["purelib"]
     command = f"env PYTHONPATH={shlex.quote(f'{site}:{ROOT}')} {python} -m musdpay"
+    # A checkout made by `mktemp -d` (CI's fresh clone) is mode 0700: let the server's user read it (o+rx: Python's
+    # importer lists a path entry's directory) to reach the code and the venv inside, whose files are world-readable.
+    mode = ROOT.stat().st_mode
+    if mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+        ROOT.chmod(mode | stat.S_IROTH | stat.S_IXOTH)
     probe = subprocess.run(
         ["runuser", "-u", "postgres", "--", "sh", "-c", f"{command} pitr --help"],
         capture_output=True,
